@@ -1,0 +1,13 @@
+"""minigrad: a scalar-valued autograd engine in pure Python, with a PyTorch-like API."""
+from .core import (GradFunction, Value, as_value_array, backward, enable_grad, flatten, grad, hessian,
+                   is_grad_enabled, log_softmax, no_grad, relu, reshape, sigmoid, softmax, tanh,
+                   transpose, value_array_to_list, value_max, value_sum, weighted_sum)
+from .gradcheck import gradcheck
+from .losses import cross_entropy, mse_loss
+
+__version__ = "1.0.0"
+
+__all__ = ["Value", "GradFunction", "no_grad", "enable_grad", "is_grad_enabled", "backward", "grad",
+           "hessian", "gradcheck", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "value_sum",
+           "value_max", "weighted_sum", "as_value_array", "value_array_to_list", "flatten", "reshape",
+           "transpose", "mse_loss", "cross_entropy"]

@@ -1,0 +1,877 @@
+"""The scalar autograd engine.
+
+A ``Value`` wraps one float. Every operation on Values returns a new Value whose
+``grad_fn`` is a ``GradFunction``: it remembers the inputs and whatever the
+forward computed that the local derivative needs. ``backward()`` walks the graph
+once in reverse topological order and applies the chain rule.
+
+Each ``GradFunction`` has two ways to hand gradients to its inputs:
+
+* ``compute_and_add_gradient(grad)`` with a float ``grad``: the fast path, adds
+  plain floats into the inputs' ``.grad``;
+* ``gradient_graph(grad)`` with a Value ``grad``: returns the contributions as
+  Values built from ordinary ops, so a gradient can itself be differentiated
+  (``backward(create_graph=True)``, ``minigrad.grad``).
+
+Undefined math follows IEEE 754 and PyTorch rather than Python's exceptions:
+``log(0) == -inf``, ``log(-1)`` is nan, ``1 / 0 == inf``, ``0 / 0`` is nan,
+``exp(1000) == inf``, ``(-8) ** (1/3)`` is nan. The one error is the gradient of
+a Value exponent at a base that is negative (or zero with a negative exponent),
+where the derivative ``log(base)`` does not exist: backward raises ``ValueError``.
+"""
+import math
+import numbers
+from abc import ABC, abstractmethod
+from itertools import repeat
+from operator import add, mul
+
+_grad_enabled = True
+
+
+class no_grad:
+    """Context manager (and decorator) under which operations build no graph."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = False
+        return self
+
+    def __exit__(self, *exc):
+        global _grad_enabled
+        _grad_enabled = self._previous
+        return False
+
+    def __call__(self, fn):
+        def wrapper(*args, **kwargs):
+            with no_grad():
+                return fn(*args, **kwargs)
+        wrapper.__name__ = fn.__name__
+        wrapper.__doc__ = fn.__doc__
+        return wrapper
+
+
+class enable_grad(no_grad):
+    """Turns graph building back on inside a ``no_grad`` block."""
+
+    def __enter__(self):
+        global _grad_enabled
+        self._previous = _grad_enabled
+        _grad_enabled = True
+        return self
+
+
+def is_grad_enabled():
+    return _grad_enabled
+
+
+def _real(x):
+    """``x`` as a float, or None when it is not a real number."""
+    if isinstance(x, float):
+        return x
+    if isinstance(x, numbers.Real):
+        return float(x)
+    return None
+
+
+class Value:
+    """One float of a computation, its gradient and the function that made it."""
+
+    __slots__ = ("v", "grad", "grad_fn")
+    __array_ufunc__ = None  # numpy defers to our reflected operators
+
+    def __init__(self, v, grad_fn=None):
+        if type(v) is not float:
+            f = _real(v)
+            if f is None:
+                raise TypeError(f"Value expects a real number, got {type(v).__name__}")
+            v = f
+        self.v = v
+        self.grad = 0.0
+        self.grad_fn = grad_fn
+
+    # micrograd spells the payload .data
+    @property
+    def data(self):
+        return self.v
+
+    @data.setter
+    def data(self, v):
+        self.v = v
+
+    @property
+    def is_leaf(self):
+        return self.grad_fn is None
+
+    def item(self):
+        return self.v
+
+    def __float__(self):
+        return self.v
+
+    def detach(self):
+        return Value(self.v)
+
+    def __repr__(self):
+        return f"Value(v={self.v!r}, grad={self.grad!r})"
+
+    # comparisons look at the payload; == stays identity so Values hash by identity
+    def __lt__(self, other):
+        return self.v < _payload(other)
+
+    def __le__(self, other):
+        return self.v <= _payload(other)
+
+    def __gt__(self, other):
+        return self.v > _payload(other)
+
+    def __ge__(self, other):
+        return self.v >= _payload(other)
+
+    # ---- arithmetic: each op's GradFunction sits right below it ----
+
+    def __add__(self, other):
+        if isinstance(other, Value):
+            return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+        return Value(self.v + c, AddBackward(self, None) if _grad_enabled else None)
+
+    __radd__ = __add__
+
+    def __neg__(self):
+        return Value(-self.v, NegBackward(self) if _grad_enabled else None)
+
+    def __sub__(self, other):
+        if isinstance(other, Value):
+            return self + (-other)
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+        return self + (-c)
+
+    def __rsub__(self, other):
+        return (-self) + other
+
+    def __mul__(self, other):
+        if isinstance(other, Value):
+            return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+        return Value(self.v * c, MulConstBackward(self, c) if _grad_enabled else None)
+
+    __rmul__ = __mul__
+
+    def __truediv__(self, other):
+        if isinstance(other, Value):
+            return Value(_div(self.v, other.v), DivBackward(self, other) if _grad_enabled else None)
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+        return Value(_div(self.v, c), MulConstBackward(self, _div(1.0, c)) if _grad_enabled else None)
+
+    def __rtruediv__(self, other):
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+        return Value(c) / self
+
+    def __pow__(self, other):
+        if isinstance(other, Value):
+            out = _pow(self.v, other.v)
+            return Value(out, PowBackward(self, other, out) if _grad_enabled else None)
+        p = _real(other)
+        if p is None:
+            return NotImplemented
+        return Value(_pow(self.v, p), PowConstBackward(self, p) if _grad_enabled else None)
+
+    def __rpow__(self, other):
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+        return Value(c) ** self
+
+    def __abs__(self):
+        return Value(abs(self.v), AbsBackward(self) if _grad_enabled else None)
+
+    def abs(self):
+        return self.__abs__()
+
+    def relu(self):
+        x = self.v
+        return Value(x if x > 0.0 else 0.0, ReLUBackward(self) if _grad_enabled else None)
+
+    def tanh(self):
+        t = math.tanh(self.v)
+        return Value(t, TanhBackward(self, t) if _grad_enabled else None)
+
+    def sigmoid(self):
+        s = _sigmoid(self.v)
+        return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
+
+    def exp(self):
+        e = _exp(self.v)
+        return Value(e, ExpBackward(self, e) if _grad_enabled else None)
+
+    def log(self):
+        return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
+
+    # ---- backward ----
+
+    def backward(self, grad=1.0, create_graph=False):
+        """Adds d(self)/d(x) * grad into ``x.grad`` for every Value ``x`` this one depends on.
+
+        Leaves accumulate across calls, as PyTorch's do; a non-leaf's ``.grad`` holds the
+        gradient of the latest backward that reached it. The graph is kept, so calling
+        backward twice through the same graph adds the same gradients to the leaves twice.
+        With ``create_graph=True`` the gradients are Values with graphs of their own.
+        """
+        backward([self], [grad], create_graph=create_graph)
+
+
+def _payload(x):
+    return x.v if isinstance(x, Value) else x
+
+
+class GradFunction(ABC):
+    """The backward half of one op: knows its inputs and its local derivative."""
+
+    __slots__ = ()
+
+    @abstractmethod
+    def inputs(self):
+        """The Values this op read, in the order ``gradient_graph`` answers for."""
+
+    @abstractmethod
+    def compute_and_add_gradient(self, grad):
+        """Adds ``grad * d(out)/d(input)`` (floats) into each input's ``.grad``."""
+
+    @abstractmethod
+    def gradient_graph(self, grad):
+        """The same contributions as Values built from ops, one per input."""
+
+    @property
+    def name(self):
+        return type(self).__name__
+
+
+class AddBackward(GradFunction):
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a = a
+        self.b = b  # None when the other operand was a number
+
+    def inputs(self):
+        return (self.a,) if self.b is None else (self.a, self.b)
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += grad
+        if self.b is not None:
+            self.b.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad,) if self.b is None else (grad, grad)
+
+
+class NegBackward(GradFunction):
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad -= grad
+
+    def gradient_graph(self, grad):
+        return (-grad,)
+
+
+class MulBackward(GradFunction):
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a = a
+        self.b = b
+
+    def inputs(self):
+        return (self.a, self.b)
+
+    def compute_and_add_gradient(self, grad):
+        a, b = self.a, self.b
+        a.grad += grad * b.v
+        b.grad += grad * a.v
+
+    def gradient_graph(self, grad):
+        return (grad * self.b, grad * self.a)
+
+
+class MulConstBackward(GradFunction):
+    __slots__ = ("a", "c")
+
+    def __init__(self, a, c):
+        self.a = a
+        self.c = c
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += grad * self.c
+
+    def gradient_graph(self, grad):
+        return (grad * self.c,)
+
+
+def _div(a, b):
+    try:
+        return a / b
+    except ZeroDivisionError:
+        if a == 0.0 or a != a:
+            return math.nan
+        return math.copysign(math.inf, a) * math.copysign(1.0, b)
+
+
+class DivBackward(GradFunction):
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a = a
+        self.b = b
+
+    def inputs(self):
+        return (self.a, self.b)
+
+    def compute_and_add_gradient(self, grad):
+        a, b = self.a, self.b
+        a.grad += _div(grad, b.v)
+        b.grad -= grad * _div(_div(a.v, b.v), b.v)
+
+    def gradient_graph(self, grad):
+        a, b = self.a, self.b
+        return (grad / b, -grad * (a / b / b))
+
+
+def _is_odd_integer(p):
+    return p == p and not math.isinf(p) and p == int(p) and int(p) % 2 == 1
+
+
+def _pow(a, p):
+    try:
+        r = a ** p
+    except ZeroDivisionError:  # 0 ** negative
+        return -math.inf if math.copysign(1.0, a) < 0 and _is_odd_integer(p) else math.inf
+    except OverflowError:
+        return -math.inf if a < 0 and _is_odd_integer(p) else math.inf
+    return math.nan if type(r) is complex else r
+
+
+class PowConstBackward(GradFunction):
+    __slots__ = ("a", "p")
+
+    def __init__(self, a, p):
+        self.a = a
+        self.p = p
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        p = self.p
+        self.a.grad += grad * p * _pow(self.a.v, p - 1.0) if p != 0.0 else 0.0
+
+    def gradient_graph(self, grad):
+        p = self.p
+        return (grad * p * self.a ** (p - 1.0) if p != 0.0 else grad * 0.0,)
+
+
+def _log_base_for_exponent(a, p):
+    """log(a) for d(a**p)/dp, where it exists; 0 where torch defines the gradient as 0."""
+    if a > 0.0:
+        return math.log(a)
+    if a == 0.0 and p >= 0.0:
+        return None
+    raise ValueError(
+        f"PowBackward: the gradient with respect to a Value exponent needs a positive base, got {a!r}")
+
+
+class PowBackward(GradFunction):
+    """a ** b with b a Value: both base and exponent get gradients."""
+
+    __slots__ = ("a", "b", "out")
+
+    def __init__(self, a, b, out):
+        self.a = a
+        self.b = b
+        self.out = out
+
+    def inputs(self):
+        return (self.a, self.b)
+
+    def compute_and_add_gradient(self, grad):
+        a, b = self.a.v, self.b.v
+        if b != 0.0:
+            self.a.grad += grad * b * _pow(a, b - 1.0)
+        log_a = _log_base_for_exponent(a, b)
+        if log_a is not None:
+            self.b.grad += grad * self.out * log_a
+
+    def gradient_graph(self, grad):
+        a, b = self.a, self.b
+        d_base = grad * b * a ** (b - 1.0) if b.v != 0.0 else grad * 0.0
+        if _log_base_for_exponent(a.v, b.v) is None:
+            return (d_base, grad * 0.0)
+        return (d_base, grad * a ** b * a.log())
+
+
+class AbsBackward(GradFunction):
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        x = self.a.v
+        if x > 0.0:
+            self.a.grad += grad
+        elif x < 0.0:
+            self.a.grad -= grad
+
+    def gradient_graph(self, grad):
+        x = self.a.v
+        return (grad * (1.0 if x > 0.0 else -1.0 if x < 0.0 else 0.0),)
+
+
+class ReLUBackward(GradFunction):
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        if self.a.v > 0.0:
+            self.a.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad * (1.0 if self.a.v > 0.0 else 0.0),)
+
+
+class TanhBackward(GradFunction):
+    __slots__ = ("a", "t")
+
+    def __init__(self, a, t):
+        self.a = a
+        self.t = t
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        t = self.t
+        self.a.grad += grad * (1.0 - t * t)
+
+    def gradient_graph(self, grad):
+        t = self.a.tanh()
+        return (grad * (1.0 - t * t),)
+
+
+def _sigmoid(x):
+    if x >= 0.0:
+        return 1.0 / (1.0 + math.exp(-x))
+    e = math.exp(x)
+    return e / (1.0 + e)
+
+
+class SigmoidBackward(GradFunction):
+    __slots__ = ("a", "s")
+
+    def __init__(self, a, s):
+        self.a = a
+        self.s = s
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        s = self.s
+        self.a.grad += grad * s * (1.0 - s)
+
+    def gradient_graph(self, grad):
+        s = self.a.sigmoid()
+        return (grad * s * (1.0 - s),)
+
+
+def _exp(x):
+    try:
+        return math.exp(x)
+    except OverflowError:
+        return math.inf
+
+
+class ExpBackward(GradFunction):
+    __slots__ = ("a", "e")
+
+    def __init__(self, a, e):
+        self.a = a
+        self.e = e
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += grad * self.e
+
+    def gradient_graph(self, grad):
+        return (grad * self.a.exp(),)
+
+
+def _log(x):
+    if x > 0.0:
+        return math.log(x)
+    if x == 0.0:
+        return -math.inf
+    return math.nan
+
+
+class LogBackward(GradFunction):
+    __slots__ = ("a",)
+
+    def __init__(self, a):
+        self.a = a
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += _div(grad, self.a.v)
+
+    def gradient_graph(self, grad):
+        return (grad / self.a,)
+
+
+# ---- n-ary primitives ----
+
+def value_sum(values):
+    """One node for the sum of many Values (numbers are folded into the constant)."""
+    values = list(values)
+    nodes = [x for x in values if isinstance(x, Value)]
+    total = 0.0
+    for x in values:
+        if isinstance(x, Value):
+            total += x.v
+        else:
+            c = _real(x)
+            if c is None:
+                raise TypeError(f"sum expects Values or numbers, got {type(x).__name__}")
+            total += c
+    return Value(total, SumBackward(nodes) if _grad_enabled and nodes else None)
+
+
+class SumBackward(GradFunction):
+    __slots__ = ("xs",)
+
+    def __init__(self, xs):
+        self.xs = xs
+
+    def inputs(self):
+        return tuple(self.xs)
+
+    def compute_and_add_gradient(self, grad):
+        for x in self.xs:
+            x.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad,) * len(self.xs)
+
+
+def value_max(values):
+    """The largest of several Values (nan wins); the gradient goes to the first maximum, as in max_pool2d."""
+    values = list(values)
+    if not values:
+        raise ValueError("max expects at least one Value, got none")
+    best = 0
+    for i in range(1, len(values)):
+        x = values[i].v
+        if x > values[best].v or (x != x and values[best].v == values[best].v):
+            best = i
+    return Value(values[best].v, MaxBackward(values, best) if _grad_enabled else None)
+
+
+class MaxBackward(GradFunction):
+    __slots__ = ("xs", "index")
+
+    def __init__(self, xs, index):
+        self.xs = xs
+        self.index = index
+
+    def inputs(self):
+        return tuple(self.xs)
+
+    def compute_and_add_gradient(self, grad):
+        self.xs[self.index].grad += grad
+
+    def gradient_graph(self, grad):
+        zero = grad * 0.0
+        return tuple(grad if i == self.index else zero for i in range(len(self.xs)))
+
+
+# ---- the fused weighted sum of a neuron ----
+
+def weighted_sum(weights, inputs, bias, input_values=None, weight_values=None):
+    """``bias + sum(w * x)`` as one node.
+
+    ``inputs`` may hold Values or plain floats; floats are constants and get no
+    gradient. ``input_values``/``weight_values`` may pass the payloads when the
+    caller already has them (a conv layer reads each input once for all its
+    output channels).
+    """
+    if weight_values is None:
+        weight_values = [w.v for w in weights]
+    if input_values is None:
+        if len(inputs) and isinstance(inputs[0], Value):
+            input_values = [x.v for x in inputs]
+        else:
+            input_values, inputs = inputs, None
+    s = sum(map(mul, weight_values, input_values), bias.v)  # ((b + w0*x0) + w1*x1) + ..., as op by op
+    if not _grad_enabled:
+        return Value(s)
+    return Value(s, WeightedSumBackward(weights, inputs, bias, weight_values, input_values))
+
+
+class WeightedSumBackward(GradFunction):
+    """Gradient of ``b + sum(w_i * x_i)``: ``x_i`` to ``w_i``, ``w_i`` to ``x_i``, 1 to ``b``."""
+
+    __slots__ = ("weights", "xs", "bias", "wv", "xv")
+
+    def __init__(self, weights, xs, bias, wv, xv):
+        self.weights = weights
+        self.xs = xs  # None when the inputs were constants
+        self.bias = bias
+        self.wv = wv
+        self.xv = xv
+
+    def inputs(self):
+        xs = () if self.xs is None else tuple(self.xs)
+        return tuple(self.weights) + xs + (self.bias,)
+
+    def compute_and_add_gradient(self, grad):
+        for w, d in zip(self.weights, map(mul, self.xv, repeat(grad))):
+            w.grad += d
+        if self.xs is not None:
+            for x, d in zip(self.xs, map(mul, self.wv, repeat(grad))):
+                x.grad += d
+        self.bias.grad += grad
+
+    def gradient_graph(self, grad):
+        dw = tuple(grad * x for x in (self.xs if self.xs is not None else self.xv))
+        dx = () if self.xs is None else tuple(grad * w for w in self.weights)
+        return dw + dx + (grad,)
+
+
+# ---- graph traversal ----
+
+def _topological_order(roots):
+    """Non-leaf Values reachable from ``roots``, each after all the Values it depends on.
+
+    Iterative depth-first search; children are visited in input order, so the order is
+    the same on every run.
+    """
+    order = []
+    seen = set()
+    for root in roots:
+        if root.grad_fn is None or id(root) in seen:
+            continue
+        seen.add(id(root))
+        stack = [(root, iter(root.grad_fn.inputs()))]
+        while stack:
+            node, children = stack[-1]
+            for child in children:
+                if child.grad_fn is not None and id(child) not in seen:
+                    seen.add(id(child))
+                    stack.append((child, iter(child.grad_fn.inputs())))
+                    break
+            else:
+                stack.pop()
+                order.append(node)
+    return order
+
+
+def backward(roots, grads=None, create_graph=False):
+    """Backpropagates from several roots at once (each with its own output gradient)."""
+    roots = list(roots)
+    grads = [1.0] * len(roots) if grads is None else list(grads)
+    if len(grads) != len(roots):
+        raise ValueError(f"Expected {len(roots)} output gradients, got {len(grads)}")
+    order = _topological_order(roots)
+    for node in order:
+        node.grad = 0.0
+    for root, g in zip(roots, grads):
+        root.grad = root.grad + g
+    if create_graph:
+        _backward_graph(order)
+        return
+    for node in reversed(order):
+        node.grad_fn.compute_and_add_gradient(node.grad)
+
+
+def _backward_graph(order):
+    with enable_grad():
+        for node in reversed(order):
+            fn = node.grad_fn
+            g = node.grad if isinstance(node.grad, Value) else Value(node.grad)
+            for x, d in zip(fn.inputs(), fn.gradient_graph(g)):
+                x.grad = x.grad + d
+
+
+def grad(outputs, inputs, grad_outputs=None, create_graph=False):
+    """d(outputs)/d(inputs) as a list, leaving every ``.grad`` as it was (``torch.autograd.grad``)."""
+    outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
+    single = isinstance(inputs, Value)
+    inputs = [inputs] if single else list(inputs)
+    touched = _reached_values(outputs) + inputs
+    saved = [x.grad for x in touched]
+    try:
+        for x in touched:
+            x.grad = 0.0
+        backward(outputs, grad_outputs, create_graph=create_graph)
+        result = [x.grad for x in inputs]
+    finally:
+        for x, g in zip(touched, saved):
+            x.grad = g
+    return result[0] if single else result
+
+
+def _reached_values(roots):
+    """Every Value reached from ``roots``, leaves included, in a deterministic order."""
+    order = _topological_order(roots)
+    reached, seen = [], set()
+    for node in order:
+        for x in node.grad_fn.inputs():
+            if id(x) not in seen:
+                seen.add(id(x))
+                reached.append(x)
+    for x in list(order) + list(roots):
+        if id(x) not in seen:
+            seen.add(id(x))
+            reached.append(x)
+    return reached
+
+
+def hessian(fn, inputs):
+    """The matrix of second derivatives of the scalar ``fn(*values)`` at ``inputs`` (floats)."""
+    values = [Value(x) for x in inputs]
+    out = fn(*values)
+    first = grad(out, values, create_graph=True)
+    rows = []
+    for g in first:
+        if isinstance(g, Value) and g.grad_fn is not None:
+            rows.append([_as_float(h) for h in grad(g, values)])
+        else:
+            rows.append([0.0] * len(values))
+    return rows
+
+
+def _as_float(x):
+    return x.v if isinstance(x, Value) else float(x)
+
+
+# ---- functional forms ----
+
+def relu(x):
+    return x.relu()
+
+
+def tanh(x):
+    return x.tanh()
+
+
+def sigmoid(x):
+    return x.sigmoid()
+
+
+def log_softmax(values):
+    """log(softmax(values)), stable: the largest value is subtracted before exp."""
+    values = list(values)
+    m = max(x.v for x in values)
+    shifted = [x - m for x in values]
+    log_total = value_sum([s.exp() for s in shifted]).log()
+    return [s - log_total for s in shifted]
+
+
+def softmax(values):
+    values = list(values)
+    m = max(x.v for x in values)
+    exps = [(x - m).exp() for x in values]
+    total = value_sum(exps)
+    return [e / total for e in exps]
+
+
+# ---- nested lists of Values ----
+
+def as_value_array(array):
+    """Nested lists of Values with the shape of ``array`` (a numpy array or nested lists)."""
+    if hasattr(array, "tolist"):
+        array = array.tolist()
+    if isinstance(array, (list, tuple)):
+        return [as_value_array(x) for x in array]
+    return array if isinstance(array, Value) else Value(array)
+
+
+def value_array_to_list(array):
+    """The payloads of nested lists of Values, as nested lists of floats."""
+    if isinstance(array, (list, tuple)):
+        return [value_array_to_list(x) for x in array]
+    return array.v if isinstance(array, Value) else float(array)
+
+
+def flatten(array):
+    """Nested lists as one flat list, row-major."""
+    out = []
+    stack = [iter([array])]
+    while stack:
+        for x in stack[-1]:
+            if isinstance(x, (list, tuple)):
+                stack.append(iter(x))
+                break
+            out.append(x)
+        else:
+            stack.pop()
+    return out
+
+
+def reshape(array, shape):
+    """The items of ``array`` (nested or flat) as nested lists of ``shape``, row-major."""
+    items = flatten(array)
+    shape = tuple(shape)
+    size = 1
+    for n in shape:
+        size *= n
+    if size != len(items):
+        raise ValueError(f"Expected {size} items for shape {shape}, got {len(items)}")
+    for n in reversed(shape[1:]):
+        items = [items[i:i + n] for i in range(0, len(items), n)]
+    return items
+
+
+def transpose(matrix):
+    """Rows become columns of a 2-D nested list."""
+    return [list(col) for col in zip(*matrix)]
+
+
+def shape_of(array):
+    shape = []
+    while isinstance(array, (list, tuple)):
+        shape.append(len(array))
+        array = array[0] if array else None
+    return tuple(shape)

@@ -1,0 +1,620 @@
+"""Layers built from Values: Neuron, Linear, Conv2D, pooling, Sequential and the LeCun-style CNN.
+
+Inputs are nested lists (a feature map is ``[channel][row][column]``) of Values or of plain
+floats; numpy arrays are accepted and read as floats. Floats are constants: no gradient
+is computed for them, which is what an input image wants.
+
+Parameter names
+---------------
+``named_parameters()`` lists every parameter Value in ``get_parameters()`` order (layer by
+layer, neuron by neuron, a neuron's weights then its bias) under a dotted name: the path of
+the layer, then the tensor, then the index in PyTorch's layout. ``hidden.weight.3.17`` is
+weight 17 of neuron 3 of the layer ``hidden`` (torch's ``hidden.weight[3, 17]``);
+``conv.0.weight.2.0.4.1`` is output channel 2, input channel 0, kernel row 4, column 1;
+``conv.0.bias.2`` its bias. ``state_dict()`` groups the same numbers by tensor, as nested
+lists shaped like torch's (``{"conv.0.weight": [[[[...]]]], "conv.0.bias": [...], ...}``).
+
+Fused or op by op
+-----------------
+By default a neuron's ``b + sum(w_i * x_i)`` is one node (``WeightedSumBackward``). With
+``module.set_fused(False)`` (or ``fused=False`` to a layer) the same sum is built from one
+multiply and one add per weight, the graph a learner draws by hand. Both give the same
+numbers; the fused one is many times faster.
+"""
+import math
+import random
+from abc import ABC, abstractmethod
+from operator import itemgetter
+
+from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sum
+from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
+
+INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for tanh units
+
+
+def _rng(seed):
+    return seed if isinstance(seed, random.Random) else random.Random(seed)
+
+
+class Module(ABC):
+    """Base of every layer: parameters, gradients, state and calling convention."""
+
+    fused = True
+
+    @abstractmethod
+    def forward(self, x):
+        """The layer's output for one input."""
+
+    def __call__(self, x):
+        return self.forward(x)
+
+    def children(self):
+        """``(name, module)`` pairs of the sub-layers, in forward order."""
+        return []
+
+    def own_parameters(self):
+        """``(name, Value)`` pairs of this layer's own parameters, in checkpoint order."""
+        return []
+
+    def own_tensors(self):
+        """``(name, shape, values)`` of this layer's own parameter tensors, torch layout."""
+        return []
+
+    def named_parameters(self, prefix=""):
+        named = [(prefix + name, p) for name, p in self.own_parameters()]
+        for name, child in self.children():
+            named.extend(child.named_parameters(f"{prefix}{name}."))
+        return named
+
+    def parameters(self):
+        return [p for _, p in self.named_parameters()]
+
+    get_parameters = parameters  # the original minigrad's name
+
+    def named_tensors(self, prefix=""):
+        tensors = [(prefix + name, shape, values) for name, shape, values in self.own_tensors()]
+        for name, child in self.children():
+            tensors.extend(child.named_tensors(f"{prefix}{name}."))
+        return tensors
+
+    def zero_grad(self):
+        for p in self.parameters():
+            p.grad = 0.0
+
+    def set_fused(self, fused):
+        """Switch every layer between the fused weighted-sum node and the op-by-op graph."""
+        self.fused = bool(fused)
+        for _, child in self.children():
+            child.set_fused(fused)
+        return self
+
+    def config(self):
+        """A JSON-able description from which ``module_from_config`` rebuilds the architecture."""
+        raise NotImplementedError(f"{type(self).__name__} has no config")
+
+    def state_dict(self):
+        """``{tensor name: nested list of floats}``, shaped like the PyTorch equivalent."""
+        return {name: _nest([p.v for p in values], shape)
+                for name, shape, values in self.named_tensors()}
+
+    def load_state_dict(self, state):
+        """Set every parameter from ``state``; on any mismatch raise and change nothing."""
+        tensors = self.named_tensors()
+        expected = [name for name, _, _ in tensors]
+        if not isinstance(state, dict):
+            raise ValueError(f"Expected a dict of tensors, got {type(state).__name__}")
+        missing = [k for k in expected if k not in state]
+        unexpected = [k for k in state if k not in set(expected)]
+        if missing or unexpected:
+            raise ValueError(f"State dict does not match the model: missing {missing}, unexpected {unexpected}")
+        updates = []
+        for name, shape, values in tensors:
+            flat = _unnest(state[name], shape, name)
+            updates.append((values, flat))
+        for values, flat in updates:
+            for p, v in zip(values, flat):
+                p.v = v
+
+    def parameter_values(self):
+        return [p.v for p in self.parameters()]
+
+    def load_parameter_values(self, values):
+        """Set parameters from a flat sequence in ``get_parameters()`` order (all or nothing)."""
+        params = self.parameters()
+        values = [float(v) for v in values]
+        if len(values) != len(params):
+            raise ValueError(f"Expected {len(params)} parameter values, got {len(values)}")
+        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
+        if bad:
+            raise ValueError(f"Expected finite parameter values, got {values[bad[0]]!r} at index {bad[0]}")
+        for p, v in zip(params, values):
+            p.v = v
+
+    def save(self, path, **extra):
+        """Write a JSON checkpoint (atomically): format version, config, named tensors, ``extra``."""
+        from . import checkpoint
+        checkpoint.save(path, self, **extra)
+
+    def load(self, path):
+        """Load parameters from a checkpoint file into this model (both formats); all or nothing."""
+        from . import checkpoint
+        checkpoint.load_into(self, checkpoint.read(path))
+        return self
+
+
+def _nest(flat, shape):
+    for n in reversed(shape[1:]):
+        flat = [flat[i:i + n] for i in range(0, len(flat), n)]
+    return flat
+
+
+def _unnest(nested, shape, name):
+    """Flatten ``nested`` checking it has exactly ``shape`` and holds finite numbers."""
+    def walk(x, depth, path):
+        if depth == len(shape):
+            if isinstance(x, bool) or not isinstance(x, (int, float)):
+                raise ValueError(f"{name}{path}: expected a number, got {type(x).__name__}")
+            if not math.isfinite(x):
+                raise ValueError(f"{name}{path}: expected a finite number, got {x!r}")
+            out.append(float(x))
+            return
+        if not isinstance(x, list) or len(x) != shape[depth]:
+            got = len(x) if isinstance(x, list) else type(x).__name__
+            raise ValueError(f"{name}{path}: expected a list of {shape[depth]}, got {got}")
+        for i, item in enumerate(x):
+            walk(item, depth + 1, f"{path}[{i}]")
+    out = []
+    walk(nested, 0, "")
+    return out
+
+
+# ---- activations ----
+
+ACTIVATIONS = {
+    "identity": None,
+    "tanh": Value.tanh,
+    "relu": Value.relu,
+    "sigmoid": Value.sigmoid,
+}
+
+
+def activation_name(activation):
+    """The name under which ``activation`` is stored in a config."""
+    if activation is None:
+        return "identity"
+    if isinstance(activation, str):
+        if activation not in ACTIVATIONS:
+            raise ValueError(f"Expected an activation in {sorted(ACTIVATIONS)}, got {activation!r}")
+        return activation
+    name = getattr(activation, "__name__", None)
+    if name in ACTIVATIONS:
+        return name
+    if isinstance(activation, Module) and type(activation).__name__.lower() in ACTIVATIONS:
+        return type(activation).__name__.lower()
+    raise ValueError(f"Expected an activation in {sorted(ACTIVATIONS)} or None, got {activation!r}")
+
+
+def _activation_fn(activation):
+    """The per-Value function for ``activation`` (a name, minigrad.tanh and friends, or None)."""
+    return ACTIVATIONS[activation_name(activation)]
+
+
+def _apply(fn, x):
+    if isinstance(x, list):
+        return [_apply(fn, item) for item in x]
+    return fn(x)
+
+
+class _Activation(Module):
+    fn = None
+
+    def forward(self, x):
+        return _apply(self.fn, x)
+
+    def config(self):
+        return {"type": type(self).__name__}
+
+
+class Tanh(_Activation):
+    fn = staticmethod(Value.tanh)
+
+
+class ReLU(_Activation):
+    fn = staticmethod(Value.relu)
+
+
+class Sigmoid(_Activation):
+    fn = staticmethod(Value.sigmoid)
+
+
+# ---- neurons and layers ----
+
+def _as_floats_or_values(x):
+    """A flat list, and its payloads: ``(values or None, floats)``."""
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if len(x) and isinstance(x[0], Value):
+        return x, [item.v for item in x]
+    return None, [float(item) for item in x]
+
+
+class Neuron(Module):
+    """``activation(b + sum(w_i * x_i))`` for an input of ``in_dim`` numbers."""
+
+    def __init__(self, in_dim, activation=None, seed=None, fused=True):
+        if not isinstance(in_dim, int) or in_dim < 1:
+            raise ValueError(f"Expected in_dim to be a positive integer, got {in_dim!r}")
+        rng = _rng(seed)
+        bound = INIT_SCALE / math.sqrt(in_dim)
+        self.in_dim = in_dim
+        self.w = [Value(rng.uniform(-bound, bound)) for _ in range(in_dim)]
+        self.b = Value(0.0)
+        self.activation = activation_name(activation)
+        self._act = ACTIVATIONS[self.activation]
+        self.fused = fused
+
+    def own_parameters(self):
+        return [(f"weight.{i}", w) for i, w in enumerate(self.w)] + [("bias", self.b)]
+
+    def own_tensors(self):
+        return [("weight", (self.in_dim,), self.w), ("bias", (1,), [self.b])]
+
+    def forward(self, x):
+        values, floats = _as_floats_or_values(x)
+        if len(floats) != self.in_dim:
+            raise ValueError(f"Expected {self.in_dim} inputs, got {len(floats)}")
+        return self._activate(self._sum(values, floats, [w.v for w in self.w]))
+
+    def _sum(self, values, floats, weight_values):
+        if self.fused:
+            return weighted_sum(self.w, values, self.b, floats, weight_values)
+        return _sum_op_by_op(self.w, values if values is not None else floats, self.b)
+
+    def _activate(self, s):
+        return s if self._act is None else self._act(s)
+
+    def config(self):
+        return {"type": "Neuron", "in_dim": self.in_dim, "activation": self.activation}
+
+
+def _sum_op_by_op(weights, inputs, bias):
+    """``b + w0*x0 + w1*x1 + ...`` with one node per multiply and per add, in that order."""
+    s = bias
+    for w, x in zip(weights, inputs):
+        s = s + w * x
+    return s
+
+
+class Linear(Module):
+    """``out_dim`` neurons reading the same ``in_dim`` inputs."""
+
+    def __init__(self, in_dim, out_dim, activation=None, seed=None, fused=True):
+        if not isinstance(out_dim, int) or out_dim < 1:
+            raise ValueError(f"Expected out_dim to be a positive integer, got {out_dim!r}")
+        rng = _rng(seed)
+        self.in_dim, self.out_dim = in_dim, out_dim
+        self.neurons = [Neuron(in_dim, activation, rng, fused) for _ in range(out_dim)]
+        self.activation = self.neurons[0].activation
+        self.fused = fused
+
+    def own_parameters(self):
+        named = []
+        for o, n in enumerate(self.neurons):
+            named.extend((f"weight.{o}.{i}", w) for i, w in enumerate(n.w))
+            named.append((f"bias.{o}", n.b))
+        return named
+
+    def own_tensors(self):
+        return [("weight", (self.out_dim, self.in_dim), [w for n in self.neurons for w in n.w]),
+                ("bias", (self.out_dim,), [n.b for n in self.neurons])]
+
+    def set_fused(self, fused):
+        super().set_fused(fused)
+        for n in self.neurons:
+            n.fused = bool(fused)
+        return self
+
+    set_fused.__doc__ = Module.set_fused.__doc__
+
+    def forward(self, x):
+        values, floats = _as_floats_or_values(x)
+        if len(floats) != self.in_dim:
+            raise ValueError(f"Expected {self.in_dim} inputs, got {len(floats)}")
+        return [n._activate(n._sum(values, floats, [w.v for w in n.w])) for n in self.neurons]
+
+    def config(self):
+        return {"type": "Linear", "in_dim": self.in_dim, "out_dim": self.out_dim,
+                "activation": self.activation}
+
+
+def _check_feature_map(x, channels, height, width):
+    if hasattr(x, "tolist"):
+        x = x.tolist()
+    if not isinstance(x, (list, tuple)) or len(x) != channels:
+        got = len(x) if isinstance(x, (list, tuple)) else type(x).__name__
+        raise ValueError(f"Expected {channels} input channels, got {got}")
+    for c in x:
+        if len(c) != height or any(len(row) != width for row in c):
+            got = (len(c), len(c[0]) if len(c) else 0)
+            raise ValueError(f"Expected {height}x{width} input maps, got {got[0]}x{got[1]}")
+    return x
+
+
+def _window_getters(channels, height, width, kernel, stride):
+    """One itemgetter per output position, picking its window from a flat [c][row][col] list."""
+    out_h = (height - kernel) // stride + 1
+    out_w = (width - kernel) // stride + 1
+    getters = []
+    for i in range(out_h):
+        for j in range(out_w):
+            idx = [c * height * width + (i * stride + di) * width + j * stride + dj
+                   for c in range(channels) for di in range(kernel) for dj in range(kernel)]
+            getters.append(itemgetter(*idx) if len(idx) > 1 else (lambda seq, k=idx[0]: (seq[k],)))
+    return out_h, out_w, getters
+
+
+def _check_fit(name, size, kernel, stride):
+    if kernel > size:
+        raise ValueError(f"Expected kernel_size <= {name} {size}, got {kernel}")
+    if (size - kernel) % stride != 0:
+        raise ValueError(
+            f"Expected ({name} - kernel_size) % stride == 0 (no padding), got ({size} - {kernel}) % {stride}"
+            f" = {(size - kernel) % stride}")
+
+
+def _positive_ints(**kwargs):
+    for name, v in kwargs.items():
+        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
+            raise ValueError(f"Expected {name} to be a positive integer, got {v!r}")
+
+
+class Conv2D(Module):
+    """2-D convolution without padding: one neuron per output channel, slid over the input."""
+
+    def __init__(self, width, height, kernel_size, stride, in_channels, out_channels,
+                 activation=None, seed=None, fused=True):
+        _positive_ints(width=width, height=height, kernel_size=kernel_size, stride=stride,
+                       in_channels=in_channels, out_channels=out_channels)
+        _check_fit("width", width, kernel_size, stride)
+        _check_fit("height", height, kernel_size, stride)
+        rng = _rng(seed)
+        self.width, self.height = width, height
+        self.kernel_size, self.stride = kernel_size, stride
+        self.in_channels, self.out_channels = in_channels, out_channels
+        fan_in = in_channels * kernel_size * kernel_size
+        self.neurons = [Neuron(fan_in, activation, rng, fused) for _ in range(out_channels)]
+        self.activation = self.neurons[0].activation
+        self.out_height, self.out_width, self._getters = _window_getters(
+            in_channels, height, width, kernel_size, stride)
+        self.fused = fused
+
+    def own_parameters(self):
+        named = []
+        k = self.kernel_size
+        for o, n in enumerate(self.neurons):
+            for i, w in enumerate(n.w):
+                named.append((f"weight.{o}.{i // (k * k)}.{i // k % k}.{i % k}", w))
+            named.append((f"bias.{o}", n.b))
+        return named
+
+    def own_tensors(self):
+        k = self.kernel_size
+        return [("weight", (self.out_channels, self.in_channels, k, k), [w for n in self.neurons for w in n.w]),
+                ("bias", (self.out_channels,), [n.b for n in self.neurons])]
+
+    def set_fused(self, fused):
+        return Linear.set_fused(self, fused)
+
+    def output_shape(self):
+        return (self.out_channels, self.out_height, self.out_width)
+
+    def forward(self, x):
+        x = _check_feature_map(x, self.in_channels, self.height, self.width)
+        values, floats = _as_floats_or_values([item for channel in x for row in channel for item in row])
+        weight_values = [[w.v for w in n.w] for n in self.neurons]
+        outs = [[] for _ in self.neurons]
+        for get in self._getters:
+            window_floats = get(floats)
+            window = get(values) if values is not None else None
+            for n, wv, out in zip(self.neurons, weight_values, outs):
+                out.append(n._activate(n._sum(window, window_floats, wv)))
+        w = self.out_width
+        return [[out[r * w:(r + 1) * w] for r in range(self.out_height)] for out in outs]
+
+    def config(self):
+        return {"type": "Conv2D", "width": self.width, "height": self.height,
+                "kernel_size": self.kernel_size, "stride": self.stride,
+                "in_channels": self.in_channels, "out_channels": self.out_channels,
+                "activation": self.activation}
+
+
+class _Pool2D(Module):
+    def __init__(self, kernel_size, stride=None):
+        stride = kernel_size if stride is None else stride
+        _positive_ints(kernel_size=kernel_size, stride=stride)
+        self.kernel_size, self.stride = kernel_size, stride
+
+    def forward(self, x):
+        if hasattr(x, "tolist"):
+            x = x.tolist()
+        k, s = self.kernel_size, self.stride
+        out = []
+        for channel in x:
+            h, w = len(channel), len(channel[0])
+            if k > h or k > w:
+                raise ValueError(f"Expected maps of at least {k}x{k} for pooling, got {h}x{w}")
+            channel = [[v if isinstance(v, Value) else Value(v) for v in row] for row in channel]
+            out.append([[self._reduce([channel[i + di][j + dj] for di in range(k) for dj in range(k)])
+                         for j in range(0, w - k + 1, s)]
+                        for i in range(0, h - k + 1, s)])
+        return out
+
+    def config(self):
+        return {"type": type(self).__name__, "kernel_size": self.kernel_size, "stride": self.stride}
+
+
+class MaxPool2D(_Pool2D):
+    """The largest value of each window (torch's ``max_pool2d``, no padding, floor mode)."""
+
+    @staticmethod
+    def _reduce(window):
+        return value_max(window)
+
+
+class AvgPool2D(_Pool2D):
+    """The mean of each window (torch's ``avg_pool2d``, no padding, floor mode)."""
+
+    @staticmethod
+    def _reduce(window):
+        return value_sum(window) / len(window)
+
+
+class Flatten(Module):
+    """Nested lists to one flat list, row-major (a feature map runs channel, row, column)."""
+
+    def forward(self, x):
+        if hasattr(x, "tolist"):
+            x = x.tolist()
+        return flatten(x)
+
+    def config(self):
+        return {"type": "Flatten"}
+
+
+class Sequential(Module):
+    """Layers applied one after another; named ``0``, ``1``, ... as in torch."""
+
+    def __init__(self, *layers):
+        if len(layers) == 1 and isinstance(layers[0], (list, tuple)):
+            layers = tuple(layers[0])
+        for i, layer in enumerate(layers):
+            if not isinstance(layer, Module):
+                raise TypeError(f"Expected a Module at position {i}, got {type(layer).__name__}")
+        self.layers = list(layers)
+
+    def children(self):
+        return [(str(i), layer) for i, layer in enumerate(self.layers)]
+
+    def __getitem__(self, i):
+        return self.layers[i]
+
+    def __len__(self):
+        return len(self.layers)
+
+    def forward(self, x):
+        for layer in self.layers:
+            x = layer(x)
+        return x
+
+    def config(self):
+        return {"type": "Sequential", "layers": [layer.config() for layer in self.layers]}
+
+
+class CNNLayerConfig:
+    """One convolution of a ``CNN``: output channels, square kernel, stride, activation."""
+
+    __slots__ = ("out_channels", "kernel_size", "stride", "activation")
+
+    def __init__(self, out_channels, kernel_size, stride, activation=None):
+        _positive_ints(out_channels=out_channels, kernel_size=kernel_size, stride=stride)
+        self.out_channels, self.kernel_size, self.stride = out_channels, kernel_size, stride
+        self.activation = activation_name(activation)
+
+    def to_dict(self):
+        return {"out_channels": self.out_channels, "kernel_size": self.kernel_size,
+                "stride": self.stride, "activation": self.activation}
+
+    def __repr__(self):
+        return (f"CNNLayerConfig({self.out_channels}, {self.kernel_size}, {self.stride}, "
+                f"{self.activation!r})")
+
+
+class CNN(Module):
+    """Convolutions, then ``Linear(flat, hidden_dim, tanh)``, then ``Linear(hidden_dim, n_classes, tanh)``.
+
+    Sub-layers are named ``conv.0``, ``conv.1``, ..., ``hidden`` and ``output``.
+    """
+
+    def __init__(self, width, height, in_channels, layers, hidden_dim=30, n_classes=10,
+                 seed=None, fused=True):
+        _positive_ints(width=width, height=height, in_channels=in_channels,
+                       hidden_dim=hidden_dim, n_classes=n_classes)
+        if not layers:
+            raise ValueError("Expected at least one CNNLayerConfig, got none")
+        layers = [cfg if isinstance(cfg, CNNLayerConfig) else CNNLayerConfig(**cfg) for cfg in layers]
+        rng = _rng(seed)
+        self.width, self.height, self.in_channels = width, height, in_channels
+        self.layer_configs = layers
+        self.hidden_dim, self.n_classes = hidden_dim, n_classes
+        self.seed = seed if isinstance(seed, int) else None
+        self.convs = []
+        c, h, w = in_channels, height, width
+        for cfg in layers:
+            conv = Conv2D(w, h, cfg.kernel_size, cfg.stride, c, cfg.out_channels, cfg.activation, rng, fused)
+            self.convs.append(conv)
+            c, h, w = conv.output_shape()
+        self.flat_dim = c * h * w
+        self.hidden = Linear(self.flat_dim, hidden_dim, "tanh", rng, fused)
+        self.output = Linear(hidden_dim, n_classes, "tanh", rng, fused)
+        self.fused = fused
+
+    @classmethod
+    def reference(cls, seed=None, fused=True):
+        """The network of the original project: 15x15 input, 5,357 parameters."""
+        return cls(15, 15, 1, [CNNLayerConfig(15, 5, 2, "tanh"), CNNLayerConfig(12, 4, 2, "tanh")],
+                   hidden_dim=35, n_classes=10, seed=seed, fused=fused)
+
+    def children(self):
+        return [(f"conv.{i}", conv) for i, conv in enumerate(self.convs)] + [
+            ("hidden", self.hidden), ("output", self.output)]
+
+    def forward(self, x):
+        for conv in self.convs:
+            x = conv(x)
+        return self.output(self.hidden(flatten(x)))
+
+    def config(self):
+        return {"type": "CNN", "width": self.width, "height": self.height,
+                "in_channels": self.in_channels,
+                "layers": [cfg.to_dict() for cfg in self.layer_configs],
+                "hidden_dim": self.hidden_dim, "n_classes": self.n_classes}
+
+
+def reference_cnn(seed=None, fused=True):
+    """``CNN.reference``: the original project's 5,357-parameter network."""
+    return CNN.reference(seed=seed, fused=fused)
+
+
+_BUILDERS = {
+    "Neuron": lambda c, seed: Neuron(c["in_dim"], c["activation"], seed),
+    "Linear": lambda c, seed: Linear(c["in_dim"], c["out_dim"], c["activation"], seed),
+    "Conv2D": lambda c, seed: Conv2D(c["width"], c["height"], c["kernel_size"], c["stride"],
+                                     c["in_channels"], c["out_channels"], c["activation"], seed),
+    "MaxPool2D": lambda c, seed: MaxPool2D(c["kernel_size"], c["stride"]),
+    "AvgPool2D": lambda c, seed: AvgPool2D(c["kernel_size"], c["stride"]),
+    "Flatten": lambda c, seed: Flatten(),
+    "Tanh": lambda c, seed: Tanh(),
+    "ReLU": lambda c, seed: ReLU(),
+    "Sigmoid": lambda c, seed: Sigmoid(),
+    "Sequential": lambda c, seed: Sequential([module_from_config(x, seed) for x in c["layers"]]),
+    "CNN": lambda c, seed: CNN(c["width"], c["height"], c["in_channels"],
+                               [CNNLayerConfig(**x) for x in c["layers"]],
+                               c["hidden_dim"], c["n_classes"], seed),
+}
+
+
+def module_from_config(config, seed=None):
+    """A freshly initialised module with the architecture ``config`` describes."""
+    if not isinstance(config, dict) or config.get("type") not in _BUILDERS:
+        got = config.get("type") if isinstance(config, dict) else type(config).__name__
+        raise ValueError(f"Expected a model config with a type in {sorted(_BUILDERS)}, got {got!r}")
+    rng = _rng(seed)
+    try:
+        return _BUILDERS[config["type"]](config, rng)
+    except (KeyError, TypeError) as e:
+        raise ValueError(f"Model config for {config['type']} is incomplete or malformed: {e}") from None
+
+
+__all__ = ["Module", "Neuron", "Linear", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sequential",
+           "Tanh", "ReLU", "Sigmoid", "CNN", "CNNLayerConfig", "reference_cnn", "module_from_config",
+           "mse_loss", "cross_entropy", "as_value_array"]
