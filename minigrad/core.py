@@ -252,6 +252,15 @@ class GradFunction(ABC):
     def gradient_graph(self, grad):
         """The same contributions as Values built from ops, one per input."""
 
+    def next_values(self):
+        """The Values backward must finish after this node: ``inputs()`` unless a subclass knows better."""
+        return self.inputs()
+
+    def __init_subclass__(cls, **kwargs):
+        super().__init_subclass__(**kwargs)
+        if "next_values" not in cls.__dict__ and "inputs" in cls.__dict__:
+            cls.next_values = cls.inputs  # one call less per node on the hot traversal
+
     @property
     def name(self):
         return type(self).__name__
@@ -626,57 +635,155 @@ class MaxBackward(GradFunction):
         return tuple(grad if i == self.index else zero for i in range(len(self.xs)))
 
 
-# ---- the fused weighted sum of a neuron ----
+# ---- the fused weighted sums of a layer ----
 
-def weighted_sum(weights, inputs, bias, input_values=None, weight_values=None):
-    """``bias + sum(w * x)`` as one node.
+def weighted_sums(weights, biases, windows, window_values=None, sources=None, leaf_weights=False):
+    """``biases[o] + sum(weights[o][k] * windows[p][k])`` for every neuron ``o`` and window ``p``.
 
-    ``inputs`` may hold Values or plain floats; floats are constants and get no
-    gradient. ``input_values``/``weight_values`` may pass the payloads when the
-    caller already has them (a conv layer reads each input once for all its
-    output channels).
+    One node per output (``WeightedSumBackward``): what a Linear layer (one window) or a
+    convolution (one window per output position) computes. ``windows`` are sequences of
+    floats; ``window_values`` the Values they came from, or None when the inputs are
+    constants that need no gradient; ``sources`` optionally the distinct Values the windows
+    are drawn from (a conv layer's input map), so backward visits each once.
+    ``leaf_weights=True`` promises that weights and biases are leaves (a layer's own
+    parameters), which saves checking them. Returns one list of outputs per neuron.
+
+    The outputs of one call share a ``LayerBackward``: each output's backward only records
+    its gradient there, and once all of them have run, the layer turns the recorded
+    gradients into weight, bias and input gradients with whole-row arithmetic. A weight
+    shared by many positions, or an input read by many neurons, is then touched once
+    instead of once per use, which is most of the work saved.
     """
-    if weight_values is None:
-        weight_values = [w.v for w in weights]
-    if input_values is None:
-        if len(inputs) and isinstance(inputs[0], Value):
-            input_values = [x.v for x in inputs]
-        else:
-            input_values, inputs = inputs, None
-    s = sum(map(mul, weight_values, input_values), bias.v)  # ((b + w0*x0) + w1*x1) + ..., as op by op
+    weight_values = [[w.v for w in row] for row in weights]
+    bias_values = [b.v for b in biases]
     if not _grad_enabled:
-        return Value(s)
-    return Value(s, WeightedSumBackward(weights, inputs, bias, weight_values, input_values))
+        return [[Value(sum(map(mul, wv, win), b)) for win in windows]
+                for wv, b in zip(weight_values, bias_values)]
+    if window_values is not None and sources is None:
+        sources = [x for xs in window_values for x in xs]
+    upstream = list(sources or ())
+    if not leaf_weights:
+        upstream += [v for row in weights for v in row if v.grad_fn is not None]
+        upstream += [b for b in biases if b.grad_fn is not None]
+    layer = LayerBackward(weights, biases, weight_values, windows, window_values, upstream)
+    outs, i = [], 0
+    for wv, b in zip(weight_values, bias_values):
+        row = []
+        for win in windows:
+            # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
+            row.append(Value(sum(map(mul, wv, win), b), WeightedSumBackward(layer, i)))
+            i += 1
+        outs.append(row)
+    return outs
+
+
+def weighted_sum(weights, inputs, bias):
+    """``bias + sum(w * x)`` as one node; ``inputs`` may be Values or constant floats."""
+    inputs = list(inputs)
+    if len(weights) != len(inputs):
+        raise ValueError(f"Expected {len(weights)} inputs, got {len(inputs)}")
+    if inputs and isinstance(inputs[0], Value):
+        return weighted_sums([weights], [bias], [[x.v for x in inputs]], [inputs])[0][0]
+    return weighted_sums([weights], [bias], [[float(x) for x in inputs]])[0][0]
 
 
 class WeightedSumBackward(GradFunction):
-    """Gradient of ``b + sum(w_i * x_i)``: ``x_i`` to ``w_i``, ``w_i`` to ``x_i``, 1 to ``b``."""
+    """One output of ``weighted_sums``: ``b + sum(w_k * x_k)``.
 
-    __slots__ = ("weights", "xs", "bias", "wv", "xv")
+    Its gradient is ``x_k`` to ``w_k``, ``w_k`` to ``x_k`` and 1 to ``b``; on the float
+    path the shared ``LayerBackward`` applies it for all outputs of the layer at once.
+    """
 
-    def __init__(self, weights, xs, bias, wv, xv):
-        self.weights = weights
-        self.xs = xs  # None when the inputs were constants
-        self.bias = bias
-        self.wv = wv
-        self.xv = xv
+    __slots__ = ("layer", "index")
+
+    def __init__(self, layer, index):
+        self.layer = layer
+        self.index = index
+
+    def _parts(self):
+        layer = self.layer
+        o, p = divmod(self.index, len(layer.windows))
+        xs = None if layer.window_values is None else layer.window_values[p]
+        return layer.weights[o], xs, layer.biases[o], layer.windows[p]
 
     def inputs(self):
-        xs = () if self.xs is None else tuple(self.xs)
-        return tuple(self.weights) + xs + (self.bias,)
+        weights, xs, bias, _ = self._parts()
+        return tuple(weights) + (tuple(xs) if xs is not None else ()) + (bias,)
+
+    def next_values(self):
+        return self.layer.hub
 
     def compute_and_add_gradient(self, grad):
-        for w, d in zip(self.weights, map(mul, self.xv, repeat(grad))):
-            w.grad += d
-        if self.xs is not None:
-            for x, d in zip(self.xs, map(mul, self.wv, repeat(grad))):
-                x.grad += d
-        self.bias.grad += grad
+        self.layer.grads[self.index] += grad
 
     def gradient_graph(self, grad):
-        dw = tuple(grad * x for x in (self.xs if self.xs is not None else self.xv))
-        dx = () if self.xs is None else tuple(grad * w for w in self.weights)
+        weights, xs, _, window = self._parts()
+        dw = tuple(grad * x for x in (xs if xs is not None else window))
+        dx = () if xs is None else tuple(grad * w for w in weights)
         return dw + dx + (grad,)
+
+
+class LayerBackward(GradFunction):
+    """Applies the gradients recorded by the ``WeightedSumBackward`` outputs of one layer call.
+
+    It sits in the graph as a hidden Value that every output of the layer reads, so the
+    reverse topological order runs it after all of them and before the layer's inputs.
+    """
+
+    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "upstream", "grads", "hub")
+
+    def __init__(self, weights, biases, weight_values, windows, window_values, upstream):
+        self.weights = weights
+        self.biases = biases
+        self.weight_values = weight_values
+        self.windows = windows
+        self.window_values = window_values
+        self.upstream = upstream
+        self.grads = [0.0] * (len(weights) * len(windows))
+        self.hub = (Value(0.0, self),)
+
+    def inputs(self):
+        return ()  # the outputs' own nodes name the real inputs
+
+    def next_values(self):
+        return self.upstream
+
+    def gradient_graph(self, grad):
+        return ()
+
+    def compute_and_add_gradient(self, grad):
+        grads, n_windows = self.grads, len(self.windows)
+        columns = None
+        for o, (weights, bias) in enumerate(zip(self.weights, self.biases)):
+            g = grads[o * n_windows:(o + 1) * n_windows]
+            bias.grad += sum(g)
+            if n_windows == 1:
+                dw = map(mul, self.windows[0], repeat(g[0]))
+            elif n_windows > len(weights):
+                columns = columns or list(zip(*self.windows))
+                dw = [sum(map(mul, g, column)) for column in columns]
+            else:
+                dw = _combine(self.windows, g)
+            for w, d in zip(weights, dw):
+                w.grad += d
+        if self.window_values is not None:
+            for p, xs in enumerate(self.window_values):
+                for x, d in zip(xs, _combine(self.weight_values, grads[p::n_windows])):
+                    x.grad += d
+        grads[:] = repeat(0.0, len(grads))
+
+    def reset(self):
+        self.grads[:] = repeat(0.0, len(self.grads))
+
+
+def _combine(rows, coefficients):
+    """``sum(c * row)`` over rows, as one list: the rows' weighted sum, element by element."""
+    acc = None
+    for row, c in zip(rows, coefficients):
+        if c == 0.0:
+            continue
+        acc = list(map(mul, row, repeat(c))) if acc is None else list(map(add, acc, map(mul, row, repeat(c))))
+    return acc if acc is not None else [0.0] * len(rows[0])
 
 
 # ---- graph traversal ----
@@ -688,18 +795,18 @@ def _topological_order(roots):
     the same on every run.
     """
     order = []
-    seen = set()
+    seen = set()  # membership only, never iterated; Values hash by identity
     for root in roots:
-        if root.grad_fn is None or id(root) in seen:
+        if root.grad_fn is None or root in seen:
             continue
-        seen.add(id(root))
-        stack = [(root, iter(root.grad_fn.inputs()))]
+        seen.add(root)
+        stack = [(root, iter(root.grad_fn.next_values()))]
         while stack:
             node, children = stack[-1]
             for child in children:
-                if child.grad_fn is not None and id(child) not in seen:
-                    seen.add(id(child))
-                    stack.append((child, iter(child.grad_fn.inputs())))
+                if child.grad_fn is not None and child not in seen:
+                    seen.add(child)
+                    stack.append((child, iter(child.grad_fn.next_values())))
                     break
             else:
                 stack.pop()
@@ -721,8 +828,14 @@ def backward(roots, grads=None, create_graph=False):
     if create_graph:
         _backward_graph(order)
         return
-    for node in reversed(order):
-        node.grad_fn.compute_and_add_gradient(node.grad)
+    try:
+        for node in reversed(order):
+            node.grad_fn.compute_and_add_gradient(node.grad)
+    except BaseException:
+        for node in order:  # forget gradients a layer recorded but never applied
+            if isinstance(node.grad_fn, LayerBackward):
+                node.grad_fn.reset()
+        raise
 
 
 def _backward_graph(order):

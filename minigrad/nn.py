@@ -26,7 +26,7 @@ import random
 from abc import ABC, abstractmethod
 from operator import itemgetter
 
-from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sum
+from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
 
 INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for tanh units
@@ -56,6 +56,10 @@ class Module(ABC):
         """``(name, Value)`` pairs of this layer's own parameters, in checkpoint order."""
         return []
 
+    def own_parameter_values(self):
+        """The Values of ``own_parameters()`` without their names (the fast path of ``parameters()``)."""
+        return [p for _, p in self.own_parameters()]
+
     def own_tensors(self):
         """``(name, shape, values)`` of this layer's own parameter tensors, torch layout."""
         return []
@@ -67,7 +71,10 @@ class Module(ABC):
         return named
 
     def parameters(self):
-        return [p for _, p in self.named_parameters()]
+        params = self.own_parameter_values()
+        for _, child in self.children():
+            params.extend(child.parameters())
+        return params
 
     get_parameters = parameters  # the original minigrad's name
 
@@ -84,6 +91,8 @@ class Module(ABC):
     def set_fused(self, fused):
         """Switch every layer between the fused weighted-sum node and the op-by-op graph."""
         self.fused = bool(fused)
+        for neuron in getattr(self, "neurons", ()):
+            neuron.fused = self.fused
         for _, child in self.children():
             child.set_fused(fused)
         return self
@@ -256,6 +265,9 @@ class Neuron(Module):
     def own_parameters(self):
         return [(f"weight.{i}", w) for i, w in enumerate(self.w)] + [("bias", self.b)]
 
+    def own_parameter_values(self):
+        return self.w + [self.b]
+
     def own_tensors(self):
         return [("weight", (self.in_dim,), self.w), ("bias", (1,), [self.b])]
 
@@ -263,15 +275,7 @@ class Neuron(Module):
         values, floats = _as_floats_or_values(x)
         if len(floats) != self.in_dim:
             raise ValueError(f"Expected {self.in_dim} inputs, got {len(floats)}")
-        return self._activate(self._sum(values, floats, [w.v for w in self.w]))
-
-    def _sum(self, values, floats, weight_values):
-        if self.fused:
-            return weighted_sum(self.w, values, self.b, floats, weight_values)
-        return _sum_op_by_op(self.w, values if values is not None else floats, self.b)
-
-    def _activate(self, s):
-        return s if self._act is None else self._act(s)
+        return _neuron_outputs([self], [floats], None if values is None else [values], self.fused)[0][0]
 
     def config(self):
         return {"type": "Neuron", "in_dim": self.in_dim, "activation": self.activation}
@@ -283,6 +287,18 @@ def _sum_op_by_op(weights, inputs, bias):
     for w, x in zip(weights, inputs):
         s = s + w * x
     return s
+
+
+def _neuron_outputs(neurons, windows, window_values, fused, sources=None):
+    """``activation(b + w . window)`` for each neuron (outer list) and window (inner list)."""
+    if fused:
+        sums = weighted_sums([n.w for n in neurons], [n.b for n in neurons], windows, window_values,
+                             sources, leaf_weights=True)
+    else:
+        inputs = window_values if window_values is not None else windows
+        sums = [[_sum_op_by_op(n.w, xs, n.b) for xs in inputs] for n in neurons]
+    act = neurons[0]._act
+    return sums if act is None else [[act(s) for s in row] for row in sums]
 
 
 class Linear(Module):
@@ -304,23 +320,19 @@ class Linear(Module):
             named.append((f"bias.{o}", n.b))
         return named
 
+    def own_parameter_values(self):
+        return [p for n in self.neurons for p in n.own_parameter_values()]
+
     def own_tensors(self):
         return [("weight", (self.out_dim, self.in_dim), [w for n in self.neurons for w in n.w]),
                 ("bias", (self.out_dim,), [n.b for n in self.neurons])]
-
-    def set_fused(self, fused):
-        super().set_fused(fused)
-        for n in self.neurons:
-            n.fused = bool(fused)
-        return self
-
-    set_fused.__doc__ = Module.set_fused.__doc__
 
     def forward(self, x):
         values, floats = _as_floats_or_values(x)
         if len(floats) != self.in_dim:
             raise ValueError(f"Expected {self.in_dim} inputs, got {len(floats)}")
-        return [n._activate(n._sum(values, floats, [w.v for w in n.w])) for n in self.neurons]
+        outs = _neuron_outputs(self.neurons, [floats], None if values is None else [values], self.fused)
+        return [row[0] for row in outs]
 
     def config(self):
         return {"type": "Linear", "in_dim": self.in_dim, "out_dim": self.out_dim,
@@ -397,13 +409,13 @@ class Conv2D(Module):
             named.append((f"bias.{o}", n.b))
         return named
 
+    own_parameter_values = Linear.own_parameter_values
+
     def own_tensors(self):
         k = self.kernel_size
         return [("weight", (self.out_channels, self.in_channels, k, k), [w for n in self.neurons for w in n.w]),
                 ("bias", (self.out_channels,), [n.b for n in self.neurons])]
 
-    def set_fused(self, fused):
-        return Linear.set_fused(self, fused)
 
     def output_shape(self):
         return (self.out_channels, self.out_height, self.out_width)
@@ -411,13 +423,9 @@ class Conv2D(Module):
     def forward(self, x):
         x = _check_feature_map(x, self.in_channels, self.height, self.width)
         values, floats = _as_floats_or_values([item for channel in x for row in channel for item in row])
-        weight_values = [[w.v for w in n.w] for n in self.neurons]
-        outs = [[] for _ in self.neurons]
-        for get in self._getters:
-            window_floats = get(floats)
-            window = get(values) if values is not None else None
-            for n, wv, out in zip(self.neurons, weight_values, outs):
-                out.append(n._activate(n._sum(window, window_floats, wv)))
+        windows = [get(floats) for get in self._getters]
+        window_values = None if values is None else [get(values) for get in self._getters]
+        outs = _neuron_outputs(self.neurons, windows, window_values, self.fused, values)
         w = self.out_width
         return [[out[r * w:(r + 1) * w] for r in range(self.out_height)] for out in outs]
 
