@@ -665,13 +665,13 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     if not leaf_weights:
         upstream += [v for row in weights for v in row if v.grad_fn is not None]
         upstream += [b for b in biases if b.grad_fn is not None]
-    layer = LayerBackward(weights, biases, weight_values, windows, window_values, upstream)
+    hub = (Value(0.0, LayerBackward(weights, biases, weight_values, windows, window_values, upstream)),)
     outs, i = [], 0
     for wv, b in zip(weight_values, bias_values):
         row = []
         for win in windows:
             # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
-            row.append(Value(sum(map(mul, wv, win), b), WeightedSumBackward(layer, i)))
+            row.append(Value(sum(map(mul, wv, win), b), WeightedSumBackward(hub, i)))
             i += 1
         outs.append(row)
     return outs
@@ -694,14 +694,14 @@ class WeightedSumBackward(GradFunction):
     path the shared ``LayerBackward`` applies it for all outputs of the layer at once.
     """
 
-    __slots__ = ("layer", "index")
+    __slots__ = ("hub", "index")
 
-    def __init__(self, layer, index):
-        self.layer = layer
+    def __init__(self, hub, index):
+        self.hub = hub  # (Value of the shared LayerBackward,): what backward must visit next
         self.index = index
 
     def _parts(self):
-        layer = self.layer
+        layer = self.hub[0].grad_fn
         o, p = divmod(self.index, len(layer.windows))
         xs = None if layer.window_values is None else layer.window_values[p]
         return layer.weights[o], xs, layer.biases[o], layer.windows[p]
@@ -711,10 +711,10 @@ class WeightedSumBackward(GradFunction):
         return tuple(weights) + (tuple(xs) if xs is not None else ()) + (bias,)
 
     def next_values(self):
-        return self.layer.hub
+        return self.hub
 
     def compute_and_add_gradient(self, grad):
-        self.layer.grads[self.index] += grad
+        self.hub[0].grad_fn.grads[self.index] += grad
 
     def gradient_graph(self, grad):
         weights, xs, _, window = self._parts()
@@ -730,7 +730,7 @@ class LayerBackward(GradFunction):
     reverse topological order runs it after all of them and before the layer's inputs.
     """
 
-    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "upstream", "grads", "hub")
+    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "upstream", "grads")
 
     def __init__(self, weights, biases, weight_values, windows, window_values, upstream):
         self.weights = weights
@@ -740,7 +740,6 @@ class LayerBackward(GradFunction):
         self.window_values = window_values
         self.upstream = upstream
         self.grads = [0.0] * (len(weights) * len(windows))
-        self.hub = (Value(0.0, self),)
 
     def inputs(self):
         return ()  # the outputs' own nodes name the real inputs

@@ -1,0 +1,105 @@
+"""Time one training sample of the reference CNN: forward + backward, MSE against +-1 targets.
+
+    python scripts/bench_engine.py [--samples 200] [--repeats 5] [--json PATH]
+
+Rows: the fused engine (default), the op-by-op graph (one node per multiply and add),
+the fused forward alone under no_grad, and, when PyTorch is installed, the same network
+in torch at batch 1 on one thread. Each figure is the best of ``--repeats`` timed blocks
+(the least disturbed by other work on the machine), in milliseconds per sample.
+"""
+import argparse
+import json
+import platform
+import random
+import sys
+import time
+
+import minigrad
+import minigrad.nn as nn
+from minigrad.losses import mse_loss, one_hot_pm1
+
+
+def best_ms_per_sample(step, samples, repeats):
+    for _ in range(max(1, samples // 10)):  # warm-up (and JIT warm-up on PyPy)
+        step()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        for _ in range(samples):
+            step()
+        best = min(best, (time.perf_counter() - start) / samples)
+    return best * 1e3
+
+
+def engine_step(model, image, target):
+    def step():
+        model.zero_grad()
+        mse_loss(model(image), target).backward()
+    return step
+
+
+def forward_step(model, image):
+    def step():
+        with minigrad.no_grad():
+            model(image)
+    return step
+
+
+def torch_step(model, image, target):
+    import torch
+    torch.set_num_threads(1)
+    layers = [torch.nn.Conv2d(1, 15, 5, 2), torch.nn.Tanh(), torch.nn.Conv2d(15, 12, 4, 2), torch.nn.Tanh(),
+              torch.nn.Flatten(), torch.nn.Linear(48, 35), torch.nn.Tanh(), torch.nn.Linear(35, 10),
+              torch.nn.Tanh()]
+    net = torch.nn.Sequential(*layers).double()
+    x = torch.tensor([image], dtype=torch.float64)
+    t = torch.tensor([target], dtype=torch.float64)
+
+    def step():
+        net.zero_grad()
+        torch.nn.functional.mse_loss(net(x), t).backward()
+    return step
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--samples", type=int, default=200, help="samples per timed block (fused engine)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed blocks; the best one counts")
+    parser.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    args = parser.parse_args()
+    if args.samples < 1 or args.repeats < 1:
+        parser.error(f"expected --samples and --repeats >= 1, got {args.samples} and {args.repeats}")
+
+    rng = random.Random(0)
+    image = [[[rng.random() for _ in range(15)] for _ in range(15)]]
+    target = one_hot_pm1(3, 10)
+    fused = nn.CNN.reference(seed=0)
+    op_by_op = nn.CNN.reference(seed=0, fused=False)
+
+    rows = [("fused", best_ms_per_sample(engine_step(fused, image, target), args.samples, args.repeats)),
+            ("op-by-op", best_ms_per_sample(engine_step(op_by_op, image, target),
+                                            max(2, args.samples // 20), args.repeats)),
+            ("no_grad forward", best_ms_per_sample(forward_step(fused, image), args.samples, args.repeats))]
+    try:
+        rows.append(("torch batch 1, 1 thread",
+                     best_ms_per_sample(torch_step(fused, image, target), args.samples * 5, args.repeats)))
+    except ImportError:
+        pass
+
+    fused_ms = rows[0][1]
+    torch_ms = rows[3][1] if len(rows) > 3 else None
+    interpreter = f"{platform.python_implementation()} {platform.python_version()}"
+    print(f"reference CNN ({len(fused.parameters())} parameters), forward + backward per sample, {interpreter}")
+    print(f"{'':26} {'ms/sample':>10} {'vs fused':>9} {'vs torch':>9}")
+    for name, ms in rows:
+        vs_torch = f"{ms / torch_ms:8.1f}x" if torch_ms else "        -"
+        print(f"{name:26} {ms:10.3f} {ms / fused_ms:8.2f}x {vs_torch}")
+    if args.json:
+        result = {"interpreter": interpreter, "ms_per_sample": dict(rows)}
+        with open(args.json, "w") as f:
+            json.dump(result, f, indent=2)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
