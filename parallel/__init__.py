@@ -1,0 +1,81 @@
+"""Data-parallel training of minigrad models over persistent worker processes.
+
+Library API
+-----------
+::
+
+    from parallel import DataParallelTrainer
+    from minigrad import nn
+    from minigrad.data import load_mnist5k
+    from minigrad.losses import mse_loss, one_hot_pm1
+
+    trainer = DataParallelTrainer(
+        model_fn=lambda: nn.CNN.reference(seed=0),          # built in the parent and once per worker
+        loss_fn=lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
+        optimizer="sgd", lr=0.05, momentum=0.9, lr_schedule="cosine",
+        workers=2, backend="process", seed=0)
+    with trainer:
+        history = trainer.fit(load_mnist5k("train"), epochs=3, batch_size=8, test=load_mnist5k("test"))
+        print(trainer.evaluate(load_mnist5k("test")).accuracy, trainer.parameters_sha256())
+
+``DataParallelTrainer(model_fn, loss_fn, optimizer="sgd" | "adam" | fn(parameters),
+lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant" | "cosine" | "step" | fn(step, total),
+workers=None (one per CPU; 0 = in this process), backend="process" | Backend, seed=0,
+predict_fn=None, start_method=None, max_crashes=3, log=None)``
+
+* ``.fit(train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None)``
+* ``.train_steps(train, epochs, batch_size, max_steps=None)``: a generator of ``StepReport``s,
+  for a loop that logs and checkpoints between steps (``scripts/train_parallel.py``)
+* ``.evaluate(dataset)`` -> ``Evaluation`` (``loss``, ``accuracy``, ``n``, ``predictions``, ``confusion``)
+* ``.state_dict()`` / ``.load_state_dict(state)``: step, data order and optimizer state for a checkpoint
+* ``.model``, ``.optimizer``, ``.step``, ``.parameters_sha256()``, ``.close()``
+
+A dataset is a ``minigrad.data.Dataset`` (``.images``, ``.labels``) or any sized object whose
+``dataset[i]`` is ``(input, target)``. Errors: ``WorkerError`` (an exception in a worker, with
+its traceback), ``SampleCrashError`` (one sample killed workers ``max_crashes`` times in a row),
+``NonFiniteError`` (NaN/Inf loss or gradient; the step is not applied), ``TrainingInterrupted``
+(SIGINT/SIGTERM; the model holds the last completed step).
+
+How work flows (backend="process")
+----------------------------------
+::
+
+    parent (DataParallelTrainer)                          |  worker k (one process each)
+                                                          |
+    start: cloudpickle(model_fn, loss_fn, predict_fn) ----+--> Replica: model_fn() once
+           cloudpickle(dataset), once per dataset --------+--> replica.datasets[key]
+                                                          |
+    each step:                                            |
+      indices = data order's next batch                   |
+      split into contiguous chunks, one per worker        |
+      ("run", job, params float64 buffer, key, chunk) ----+--> set parameters from the buffer
+                                                          |    for index in chunk:
+                                                          |        zero grads, forward, loss, backward
+      wait(pipes + process sentinels) <-------------------+------- ("sample", job, index, loss,
+        result -> results[position in batch]              |         prediction, grad buffer, seconds)
+        sentinel -> worker died: replace it, resend       |
+                    only its unanswered samples           |
+        ("error", traceback) -> WorkerError, stop all     |
+      sum gradients in batch order, / batch size          |
+      optimizer step (deferring SIGINT/SIGTERM)           |
+                                                          |
+    close: close the pipes (EOF), join, terminate, kill --+--> EOF / parent gone -> exit
+
+Gradients and parameters travel as one float64 buffer in *tensor order*: the tensors of
+``model.named_tensors()`` one after another (``TensorLayout.split`` names the pieces:
+``{"conv.0.weight": ..., "conv.0.bias": ..., ...}``). Workers ignore SIGINT, never write
+files, and exit when their pipe reaches EOF or their parent changes. A backend is
+``start(payload)`` / ``add_dataset(key, dataset)`` / ``run(mode, params, key, indices)`` /
+``close()`` (``parallel.backend.Backend``); ``InProcessBackend`` is workers=0 and
+``ProcessBackend`` the pool, so another (e.g. Dask) is one more class in ``BACKENDS``.
+"""
+from .backend import Backend, InProcessBackend
+from .errors import NonFiniteError, SampleCrashError, TrainingInterrupted, WorkerError
+from .process_pool import ProcessBackend, available_cpus
+from .replica import Payload, Replica, SampleResult, TensorLayout
+from .trainer import BACKENDS, DataParallelTrainer, Evaluation, StepReport, make_backend
+
+__all__ = ["DataParallelTrainer", "Evaluation", "StepReport", "Backend", "InProcessBackend",
+           "ProcessBackend", "BACKENDS", "make_backend", "Payload", "Replica", "SampleResult",
+           "TensorLayout", "WorkerError", "SampleCrashError", "NonFiniteError", "TrainingInterrupted",
+           "available_cpus"]

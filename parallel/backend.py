@@ -1,0 +1,73 @@
+"""The small interface every way of running the per-sample work implements.
+
+A backend is started once with a ``Payload`` (model factory, loss, prediction) and
+receives each dataset once under a key. After that the per-step work is a pure
+function of ``(parameters, sample indices)``: ``run`` returns one ``SampleResult``
+per index, in the order of ``indices`` whatever order they were computed in. The
+trainer never sees processes, so another backend (e.g. Dask) is one more class.
+"""
+import os
+from abc import ABC, abstractmethod
+
+from .replica import Replica
+
+
+class Backend(ABC):
+    """Runs ``Replica.compute`` for many samples; ``with backend:`` closes it."""
+
+    workers = 0
+
+    @abstractmethod
+    def start(self, payload):
+        """Build the replicas from ``payload``; called once before anything else."""
+
+    @abstractmethod
+    def add_dataset(self, key, dataset):
+        """Make ``dataset`` available to every replica under ``key`` (sent once)."""
+
+    @abstractmethod
+    def run(self, mode, params, key, indices):
+        """``SampleResult``s for ``indices`` of dataset ``key``, in the order of ``indices``.
+
+        ``mode`` is "train" (loss, prediction, gradient) or "eval" (no gradient);
+        ``params`` is the float64 parameter buffer in tensor order.
+        """
+
+    def memory(self):
+        """Resident set size in bytes of each worker (empty when there are none)."""
+        return []
+
+    def close(self):
+        """Stop every worker; safe to call twice."""
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+        return False
+
+
+class InProcessBackend(Backend):
+    """workers=0: the replica lives in the calling process; no pool, no pickling."""
+
+    def __init__(self):
+        self.replica = None
+
+    def start(self, payload):
+        self.replica = Replica(payload)
+
+    def add_dataset(self, key, dataset):
+        self.replica.add_dataset(key, dataset)
+
+    def run(self, mode, params, key, indices):
+        self.replica.set_parameters(params)
+        return [self.replica.compute(mode, key, i) for i in indices]
+
+
+def available_cpus():
+    """CPUs this process may run on (psutil's count when the affinity mask is unknown)."""
+    if hasattr(os, "sched_getaffinity"):
+        return len(os.sched_getaffinity(0))
+    import psutil
+    return psutil.cpu_count() or 1

@@ -1,0 +1,147 @@
+"""The per-sample work, identical in every backend: (parameters, sample index) -> SampleResult.
+
+A ``Replica`` is one copy of the model with the loss and the datasets, built once from
+a ``Payload``. Each step it receives the parameters as one float64 buffer and computes
+one sample at a time with the pure-Python engine. Parameters and gradients travel in
+*tensor order*: the tensors of ``model.named_tensors()`` one after another, each
+row-major (torch's layout), so ``TensorLayout.split`` turns a buffer into
+``{"conv.0.weight": [...], "conv.0.bias": [...], ...}``.
+"""
+import time
+from array import array
+
+from minigrad import no_grad
+from minigrad.core import Value, flatten
+
+
+class Payload:
+    """Everything a worker needs once, at start: how to build the model, the loss, the prediction.
+
+    ``model_fn()`` builds the model (its initial values do not matter: the parameters
+    arrive with every step). ``loss_fn(outputs, target)`` returns a scalar Value.
+    ``predict_fn(outputs)`` returns the predicted class (default: the index of the
+    largest output). All three travel through cloudpickle, so lambdas and closures work.
+    """
+
+    __slots__ = ("model_fn", "loss_fn", "predict_fn")
+
+    def __init__(self, model_fn, loss_fn, predict_fn=None):
+        for name, fn in (("model_fn", model_fn), ("loss_fn", loss_fn)):
+            if not callable(fn):
+                raise ValueError(f"Expected {name} to be callable, got {type(fn).__name__}")
+        if predict_fn is not None and not callable(predict_fn):
+            raise ValueError(f"Expected predict_fn to be callable or None, got {type(predict_fn).__name__}")
+        self.model_fn, self.loss_fn, self.predict_fn = model_fn, loss_fn, predict_fn
+
+    def __getstate__(self):
+        return (self.model_fn, self.loss_fn, self.predict_fn)
+
+    def __setstate__(self, state):
+        self.model_fn, self.loss_fn, self.predict_fn = state
+
+
+class SampleResult:
+    """One sample's loss, prediction, gradient (float64 bytes in tensor order; None when
+    evaluating), engine time in seconds and the worker that computed it."""
+
+    __slots__ = ("index", "loss", "prediction", "grad", "seconds", "worker")
+
+    def __init__(self, index, loss, prediction, grad, seconds, worker=0):
+        self.index, self.loss, self.prediction = index, loss, prediction
+        self.grad, self.seconds, self.worker = grad, seconds, worker
+
+    def as_tuple(self):
+        return (self.index, self.loss, self.prediction, self.grad, self.seconds, self.worker)
+
+
+class TensorLayout:
+    """Names, shapes and offsets of a model's tensors inside a flat tensor-order buffer."""
+
+    def __init__(self, model):
+        self.names, self.shapes, self.offsets = [], [], [0]
+        for name, shape, values in model.named_tensors():
+            self.names.append(name)
+            self.shapes.append(tuple(shape))
+            self.offsets.append(self.offsets[-1] + len(values))
+        self.size = self.offsets[-1]
+
+    def split(self, flat):
+        """``{tensor name: slice of flat}`` (numpy views when ``flat`` is an array)."""
+        return {name: flat[self.offsets[i]:self.offsets[i + 1]] for i, name in enumerate(self.names)}
+
+
+def tensor_order_parameters(model):
+    """The model's parameter Values in tensor order."""
+    return [p for _, _, values in model.named_tensors() for p in values]
+
+
+def pack(values):
+    """Floats -> float64 bytes (native order; parent and workers share the machine)."""
+    return array("d", values).tobytes()
+
+
+def unpack(buffer):
+    return array("d", buffer).tolist() if not isinstance(buffer, array) else buffer.tolist()
+
+
+def get_sample(dataset, index):
+    """``(input, target)`` of one example: a ``minigrad.data.Dataset`` or anything with ``[i]``."""
+    images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
+    if images is not None and labels is not None:
+        x, y = images[index], labels[index]
+    else:
+        x, y = dataset[index]
+    if hasattr(x, "tolist"):
+        x = x.tolist()  # nested lists of floats: the layers' fastest input
+    if hasattr(y, "tolist"):
+        y = y.tolist()  # a numpy scalar becomes an int or float
+    return x, y
+
+
+def argmax(outputs):
+    """Index of the largest output (the first one on ties, as torch.argmax)."""
+    values = [o.v if isinstance(o, Value) else float(o) for o in flatten(outputs)]
+    return max(range(len(values)), key=values.__getitem__)
+
+
+class Replica:
+    """A model copy in one worker (or in the parent when workers=0)."""
+
+    def __init__(self, payload):
+        self.model = payload.model_fn()
+        self.loss_fn = payload.loss_fn
+        self.predict_fn = payload.predict_fn or argmax
+        self.params = tensor_order_parameters(self.model)
+        self.datasets = {}
+
+    def add_dataset(self, key, dataset):
+        self.datasets[key] = dataset
+
+    def set_parameters(self, buffer):
+        values = unpack(buffer)
+        if len(values) != len(self.params):
+            raise ValueError(f"Expected {len(self.params)} parameters, got {len(values)}")
+        for p, v in zip(self.params, values):
+            p.v = v
+
+    def compute(self, mode, key, index, worker=0):
+        """Loss, prediction and (when training) the gradient of one sample."""
+        x, y = get_sample(self.datasets[key], index)
+        start = time.perf_counter()
+        if mode == "eval":
+            with no_grad():
+                outputs = self.model(x)
+                loss = self.loss_fn(outputs, y)
+            grad = None
+        else:
+            for p in self.params:
+                p.grad = 0.0
+            outputs = self.model(x)
+            loss = self.loss_fn(outputs, y)
+            if not isinstance(loss, Value):
+                raise TypeError(f"Expected loss_fn to return a Value, got {type(loss).__name__}")
+            loss.backward()
+            grad = pack([p.grad for p in self.params])
+        seconds = time.perf_counter() - start
+        loss = loss.v if isinstance(loss, Value) else float(loss)
+        return SampleResult(index, loss, self.predict_fn(outputs), grad, seconds, worker)
