@@ -103,36 +103,31 @@ def render(root, path, format=None, show_grad=True, rankdir="LR", max_nodes=500)
     """
     dot_path, out_path, fmt = _output_paths(path, format)
     text = to_dot(root, show_grad=show_grad, rankdir=rankdir, max_nodes=max_nodes)
-    _write_atomically(dot_path, lambda tmp: _write_text(tmp, text))
+    _write_atomically(dot_path, text.encode("utf-8"))
     dot = shutil.which("dot")
     if dot is None:
         raise RuntimeError(DOT_NOT_FOUND)
-    _write_atomically(out_path, lambda tmp: _run_dot(dot, fmt, dot_path, tmp))
+    result = subprocess.run([dot, "-T" + fmt, dot_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    if result.returncode != 0:
+        raise RuntimeError(f"Graphviz 'dot' failed on {dot_path} (exit code {result.returncode}): "
+                           f"{result.stderr.decode('utf-8', 'replace').strip()}")
+    _write_atomically(out_path, result.stdout)
     return out_path
 
 
-def _write_text(path, text):
-    with open(path, "w", encoding="utf-8") as f:
-        f.write(text)
+def _write_atomically(path, data):
+    """Readers see the old file or the whole new one: temp file in the same folder, fsync, rename.
 
-
-def _run_dot(dot, fmt, dot_path, out):
-    result = subprocess.run([dot, "-T" + fmt, "-o", out, dot_path],
-                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
-    if result.returncode != 0:
-        raise RuntimeError(f"Graphviz 'dot' failed on {dot_path} (exit code {result.returncode}): "
-                           f"{result.stderr.strip()}")
-
-
-def _write_atomically(path, write):
-    """``write(tmp)`` into a temporary file in ``path``'s folder, then fsync and rename it to ``path``."""
+    (minigrad.data has the same helper, but importing it pulls in numpy, which viz must not need.)
+    """
     folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=".tmp-", suffix=os.path.splitext(path)[1])
-    os.close(fd)
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".part")
     try:
-        write(tmp)
-        with open(tmp, "rb+") as f:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
             os.fsync(f.fileno())
+        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a picture is for everyone
         os.replace(tmp, path)
     except BaseException:
         if os.path.exists(tmp):
