@@ -843,7 +843,7 @@ def _backward_graph(order):
             fn = node.grad_fn
             g = node.grad if isinstance(node.grad, Value) else Value(node.grad)
             for x, d in zip(fn.inputs(), fn.gradient_graph(g)):
-                x.grad = x.grad + d
+                x.grad = d if isinstance(x.grad, float) and x.grad == 0.0 else x.grad + d
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False):
