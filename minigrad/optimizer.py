@@ -27,8 +27,8 @@ class Optimizer(ABC):
 
     def __init__(self, parameters, lr):
         self.params = _parameter_list(parameters)
-        self.lr = lr
         _check_real("lr", lr)
+        self.lr = lr
         self.step_count = 0
 
     def zero_grad(self):

@@ -1,0 +1,313 @@
+"""JSON checkpoints: a model's architecture and parameters, and whatever the run adds.
+
+A checkpoint is one JSON object (never a pickle: loading a file must not run code)::
+
+    {"format": "minigrad-checkpoint", "version": 1,
+     "model": {...},                    # model.config(), enough to rebuild the architecture
+     "parameters": {"conv.0.weight": [[[[...]]]], "conv.0.bias": [...], ...},  # state_dict()
+     ...}                               # extra fields: optimizer state, step, the run's config
+
+The original minigrad wrote a bare JSON array of floats, every parameter in ``get_parameters()``
+order (layer by layer, neuron by neuron, a neuron's weights then its bias). ``read`` accepts it as
+``{"format": "flat", "parameters": [...]}``; ``build_model`` takes it for the reference CNN.
+
+Files are replaced atomically, so a crash while saving leaves the previous checkpoint whole.
+Every problem with a file raises ``CheckpointError``: one line naming the file, expected vs got.
+"""
+import contextlib
+import hashlib
+import json
+import math
+import os
+import struct
+import tempfile
+
+from . import nn
+from .core import Value
+
+FORMAT = "minigrad-checkpoint"
+VERSION = 1
+FLAT = "flat"
+_REQUIRED = ("format", "version", "model", "parameters")
+
+
+class CheckpointError(ValueError):
+    """A checkpoint that cannot be read, written or loaded; the message names the file."""
+
+
+class Checkpoint(dict):
+    """A checkpoint's contents: a plain dict that remembers the file it was read from."""
+
+    path = None
+
+
+# ---- writing ----
+
+def save(path, model, /, **extra):
+    """Write ``model``'s config and parameters, and the JSON-able ``extra`` fields, to ``path``."""
+    clash = [k for k in _REQUIRED if k in extra]
+    if clash:
+        raise ValueError(f"Expected extra fields other than {list(_REQUIRED)}, got {clash}")
+    doc = {"format": FORMAT, "version": VERSION, "model": model.config(),
+           "parameters": model.state_dict()}
+    doc.update(extra)
+    atomic_write_json(path, doc)
+
+
+def atomic_write_json(path, obj):
+    """Write ``obj`` as JSON to ``path`` atomically; NaN, infinities and non-JSON types are refused."""
+    problem = _json_problem(obj, "")
+    if problem:
+        raise CheckpointError(f"{os.fspath(path)}: cannot write JSON: {problem}")
+    atomic_write_text(path, json.dumps(obj, allow_nan=False) + "\n")
+
+
+def atomic_write_text(path, text):
+    """Replace ``path`` with ``text`` in one step: readers see the old file or the new, never a part.
+
+    The text goes to a temp file in the same folder (``os.replace`` is atomic only within one file
+    system), is fsynced, then renamed over ``path``; the folder is fsynced so the rename survives a
+    power cut. On any failure, a KeyboardInterrupt included, the temp file is removed and ``path``
+    is untouched.
+    """
+    path = os.fspath(path)
+    folder = os.path.dirname(os.path.abspath(path))
+    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.chmod(tmp, mode)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.remove(tmp)
+        raise
+    _fsync_directory(folder)
+
+
+def _fsync_directory(folder):
+    try:
+        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
+    except OSError:  # Windows cannot open a directory; its rename is durable enough
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def _json_problem(x, where):
+    """Why ``x`` would not survive a JSON round trip (e.g. ``"step: ... got nan"``), or None."""
+    if x is None or isinstance(x, (str, bool, int)):
+        return None
+    if isinstance(x, float):
+        return None if math.isfinite(x) else f"{where or 'value'}: expected a finite number, got {x!r}"
+    if isinstance(x, dict):
+        for k, item in x.items():
+            if not isinstance(k, str):
+                return f"{where or 'value'}: expected string keys, got {k!r}"
+            problem = _json_problem(item, f"{where}.{k}" if where else k)
+            if problem:
+                return problem
+        return None
+    if isinstance(x, (list, tuple)):
+        for i, item in enumerate(x):
+            problem = _json_problem(item, f"{where}[{i}]")
+            if problem:
+                return problem
+        return None
+    return f"{where or 'value'}: expected JSON data (dict, list, str, number, bool, None), got {type(x).__name__}"
+
+
+# ---- reading ----
+
+def read(path):
+    """The checkpoint at ``path`` as a ``Checkpoint`` dict, after checking its format."""
+    name = os.fspath(path)
+    doc = _parse(name, _read_text(name))
+    if isinstance(doc, list):
+        ckpt = Checkpoint(format=FLAT, parameters=_flat_values(name, doc))
+    elif isinstance(doc, dict):
+        _check_format(name, doc)
+        ckpt = Checkpoint(doc)
+    else:
+        raise CheckpointError(f"{name}: expected a JSON object (a minigrad checkpoint) or an array "
+                              f"of numbers (flat parameters), got {_json_type(doc)}")
+    ckpt.path = name
+    return ckpt
+
+
+def _read_text(name):
+    try:
+        with open(name, encoding="utf-8") as f:
+            text = f.read()
+    except FileNotFoundError:
+        raise CheckpointError(f"{name}: no such file") from None
+    except IsADirectoryError:
+        raise CheckpointError(f"{name}: expected a checkpoint file, got a directory") from None
+    except UnicodeDecodeError as e:
+        raise CheckpointError(f"{name}: expected JSON text, got bytes that are not UTF-8 "
+                              f"(at byte {e.start})") from None
+    except OSError as e:
+        raise CheckpointError(f"{name}: cannot read: {e.strerror or e}") from None
+    if not text.strip():
+        raise CheckpointError(f"{name}: empty file, expected a JSON checkpoint")
+    return text
+
+
+class _NonFinite(Exception):
+    pass
+
+
+def _refuse(constant):
+    raise _NonFinite(constant)
+
+
+def _parse(name, text):
+    try:
+        return json.loads(text, parse_constant=_refuse)
+    except _NonFinite as e:
+        raise CheckpointError(f"{name}: expected finite numbers, got {e.args[0]}") from None
+    except json.JSONDecodeError as e:
+        if _looks_truncated(text, e):
+            raise CheckpointError(f"{name}: not valid JSON (truncated?) at line {e.lineno} "
+                                  f"column {e.colno}") from None
+        raise CheckpointError(f"{name}: not valid JSON at line {e.lineno} column {e.colno}: "
+                              f"{e.msg}") from None
+
+
+def _looks_truncated(text, error):
+    """A cut file fails in its last token (or an unterminated string), not somewhere inside."""
+    if error.pos == 0 or error.msg == "Extra data":
+        return False
+    if error.msg.startswith("Unterminated string"):
+        return True
+    tail = text[error.pos:].rstrip()
+    return not any(c in tail for c in ' \t\n\r,:[]{}"')
+
+
+def _json_type(x):
+    names = {dict: "an object", list: "an array", str: "a string", bool: "a boolean",
+             int: "a number", float: "a number", type(None): "null"}
+    return names.get(type(x), type(x).__name__)
+
+
+def _flat_values(name, values):
+    if not isinstance(values, list) or not values:
+        got = "an empty array" if values == [] else _json_type(values)
+        raise CheckpointError(f"{name}: expected a non-empty array of parameter values, got {got}")
+    for i, x in enumerate(values):
+        if isinstance(x, bool) or not isinstance(x, (int, float)):
+            raise CheckpointError(f"{name}: expected a number at parameter {i}, got {_json_type(x)}")
+        if not math.isfinite(x):
+            raise CheckpointError(f"{name}: expected a finite number at parameter {i}, got {x!r}")
+    return [float(x) for x in values]
+
+
+def _check_format(name, doc):
+    if doc.get("format") != FORMAT:
+        got = repr(doc["format"]) if "format" in doc else f"no format field (keys {sorted(doc)[:5]})"
+        raise CheckpointError(f"{name}: expected format {FORMAT!r}, got {got}")
+    version = doc.get("version")
+    if version != VERSION or isinstance(version, bool):
+        newer = " (written by a newer minigrad?)" if isinstance(version, int) and version > VERSION else ""
+        raise CheckpointError(f"{name}: expected version {VERSION}, got {version!r}{newer}")
+    for key, what in (("model", "the architecture"), ("parameters", "tensors by name")):
+        if not isinstance(doc.get(key), dict):
+            got = _json_type(doc[key]) if key in doc else "nothing"
+            raise CheckpointError(f"{name}: expected {key!r} to be an object of {what}, got {got}")
+
+
+# ---- loading ----
+
+def load_into(model, ckpt):
+    """Set ``model``'s parameters from ``ckpt`` (from ``read``); on any error change nothing."""
+    name = ckpt.path if isinstance(ckpt, Checkpoint) and ckpt.path else "checkpoint"
+    if not isinstance(ckpt, dict):
+        raise CheckpointError(f"{name}: expected a checkpoint dict, got {type(ckpt).__name__}")
+    if ckpt.get("format") == FLAT:
+        values = _flat_values(name, ckpt.get("parameters"))
+        n = len(model.parameters())
+        if len(values) != n:
+            raise CheckpointError(f"{name}: expected {n} parameters, got {len(values)}")
+        _as_checkpoint_error(name, model.load_parameter_values, values)
+        return model
+    _check_format(name, ckpt)
+    difference = _difference(model.config(), ckpt["model"], "model")
+    if difference:
+        raise CheckpointError(f"{name}: checkpoint is for a different architecture: {difference}")
+    _as_checkpoint_error(name, model.load_state_dict, ckpt["parameters"])
+    return model
+
+
+def build_model(ckpt, seed=None):
+    """A new model with ``ckpt``'s architecture and parameters; ``ckpt`` may also be a path.
+
+    A flat checkpoint does not say its architecture: it is taken to be the reference CNN
+    (``nn.CNN.reference``, 5,357 parameters) and refused at any other length.
+    """
+    if not isinstance(ckpt, dict):
+        ckpt = read(ckpt)
+    name = ckpt.path if isinstance(ckpt, Checkpoint) and ckpt.path else "checkpoint"
+    if ckpt.get("format") == FLAT:
+        model = nn.CNN.reference(seed=seed)
+        n, got = len(model.parameters()), len(ckpt.get("parameters") or ())
+        if got != n:
+            raise CheckpointError(f"{name}: expected {n} parameters (a flat checkpoint of the reference "
+                                  f"CNN), got {got}; build the model and use load_into")
+    else:
+        _check_format(name, ckpt)
+        model = _as_checkpoint_error(name, nn.module_from_config, ckpt["model"], seed)
+    return load_into(model, ckpt)
+
+
+def _as_checkpoint_error(name, fn, *args):
+    try:
+        return fn(*args)
+    except ValueError as e:
+        raise CheckpointError(f"{name}: {e}") from None
+
+
+def _difference(expected, got, where):
+    """The first place where two JSON configs differ, as ``expected <where> = x, got y``."""
+    if isinstance(expected, dict) and isinstance(got, dict):
+        for k in expected:
+            if k not in got:
+                return f"expected {where}.{k} = {expected[k]!r}, got none"
+            d = _difference(expected[k], got[k], f"{where}.{k}")
+            if d:
+                return d
+        extra = [k for k in got if k not in expected]
+        return f"expected no {where}.{extra[0]}, got {got[extra[0]]!r}" if extra else None
+    if isinstance(expected, list) and isinstance(got, list):
+        if len(expected) != len(got):
+            return f"expected {len(expected)} items in {where}, got {len(got)}"
+        for i, (a, b) in enumerate(zip(expected, got)):
+            d = _difference(a, b, f"{where}[{i}]")
+            if d:
+                return d
+        return None
+    if type(expected) is type(got) and expected == got:
+        return None
+    return f"expected {where} = {expected!r}, got {got!r}"
+
+
+# ---- comparing ----
+
+def parameters_sha256(model_or_values):
+    """SHA-256 (hex) of the parameters as little-endian float64, in ``get_parameters()`` order.
+
+    Two models (or checkpoints, once loaded) have the same digest only if every parameter is
+    bit for bit the same; a model or a sequence of Values or floats is accepted.
+    """
+    if hasattr(model_or_values, "parameters"):
+        values = [p.v for p in model_or_values.parameters()]
+    else:
+        values = [x.v if isinstance(x, Value) else float(x) for x in model_or_values]
+    return hashlib.sha256(struct.pack(f"<{len(values)}d", *values)).hexdigest()
