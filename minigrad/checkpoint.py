@@ -14,15 +14,14 @@ order (layer by layer, neuron by neuron, a neuron's weights then its bias). ``re
 Files are replaced atomically, so a crash while saving leaves the previous checkpoint whole.
 Every problem with a file raises ``CheckpointError``: one line naming the file, expected vs got.
 """
-import contextlib
 import hashlib
 import json
 import math
 import os
 import struct
-import tempfile
 
 from . import nn
+from .atomic_file import atomic_write_text
 from .core import Value
 
 FORMAT = "minigrad-checkpoint"
@@ -60,46 +59,6 @@ def atomic_write_json(path, obj):
     if problem:
         raise CheckpointError(f"{os.fspath(path)}: cannot write JSON: {problem}")
     atomic_write_text(path, json.dumps(obj, allow_nan=False) + "\n")
-
-
-def atomic_write_text(path, text):
-    """Replace ``path`` with ``text`` in one step: readers see the old file or the new, never a part.
-
-    The text goes to a temp file in the same folder (``os.replace`` is atomic only within one file
-    system), is fsynced, then renamed over ``path``; the folder is fsynced so the rename survives a
-    power cut. On any failure, a KeyboardInterrupt included, the temp file is removed and ``path``
-    is untouched.
-    """
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
-    mode = os.stat(path).st_mode & 0o777 if os.path.exists(path) else 0o644
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        with open(tmp, "w", encoding="utf-8", newline="\n") as f:
-            f.write(text)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, mode)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.remove(tmp)
-        raise
-    _fsync_directory(folder)
-
-
-def _fsync_directory(folder):
-    try:
-        fd = os.open(folder, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:  # Windows cannot open a directory; its rename is durable enough
-        return
-    try:
-        os.fsync(fd)
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
 
 
 def _json_problem(x, where):

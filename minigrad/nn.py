@@ -22,6 +22,7 @@ multiply and one add per weight, the graph a learner draws by hand. Both give th
 numbers; the fused one is many times faster.
 """
 import math
+import numbers
 import random
 from abc import ABC, abstractmethod
 from operator import itemgetter
@@ -130,16 +131,16 @@ class Module(ABC):
     def load_parameter_values(self, values):
         """Set parameters from a flat sequence in ``get_parameters()`` order (all or nothing)."""
         params = self.parameters()
-        values = [float(v) for v in values]
+        values = list(values)
         if len(values) != len(params):
             raise ValueError(f"Expected {len(params)} parameter values, got {len(values)}")
-        bad = [i for i, v in enumerate(values) if not math.isfinite(v)]
-        if bad:
-            raise ValueError(f"Expected finite parameter values, got {values[bad[0]]!r} at index {bad[0]}")
+        for i, v in enumerate(values):
+            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+                raise ValueError(f"Expected finite numbers as parameter values, got {v!r} at index {i}")
         for p, v in zip(params, values):
-            p.v = v
+            p.v = float(v)
 
-    def save(self, path, **extra):
+    def save(self, path, /, **extra):
         """Write a JSON checkpoint (atomically): format version, config, named tensors, ``extra``."""
         from . import checkpoint
         checkpoint.save(path, self, **extra)

@@ -7,8 +7,8 @@ order a depth-first walk from ``y`` meets them, so the same graph always gives t
 import os
 import shutil
 import subprocess
-import tempfile
 
+from .atomic_file import atomic_write_bytes
 from .core import Value
 
 RANKDIRS = ("LR", "RL", "TB", "BT")
@@ -103,7 +103,7 @@ def render(root, path, format=None, show_grad=True, rankdir="LR", max_nodes=500)
     """
     dot_path, out_path, fmt = _output_paths(path, format)
     text = to_dot(root, show_grad=show_grad, rankdir=rankdir, max_nodes=max_nodes)
-    _write_atomically(dot_path, text.encode("utf-8"))
+    atomic_write_bytes(dot_path, text.encode("utf-8"))
     dot = shutil.which("dot")
     if dot is None:
         raise RuntimeError(DOT_NOT_FOUND)
@@ -111,25 +111,5 @@ def render(root, path, format=None, show_grad=True, rankdir="LR", max_nodes=500)
     if result.returncode != 0:
         raise RuntimeError(f"Graphviz 'dot' failed on {dot_path} (exit code {result.returncode}): "
                            f"{result.stderr.decode('utf-8', 'replace').strip()}")
-    _write_atomically(out_path, result.stdout)
+    atomic_write_bytes(out_path, result.stdout)
     return out_path
-
-
-def _write_atomically(path, data):
-    """Readers see the old file or the whole new one: temp file in the same folder, fsync, rename.
-
-    (minigrad.data has the same helper, but importing it pulls in numpy, which viz must not need.)
-    """
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix="." + os.path.basename(path) + ".", suffix=".part")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-            f.flush()
-            os.fsync(f.fileno())
-        os.chmod(tmp, 0o644)  # mkstemp makes owner-only files; a picture is for everyone
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise

@@ -341,9 +341,8 @@ class _FailingFile:
 
 def _fail_in_write(error):
     def patch(monkeypatch):
-        real_open = open
-        monkeypatch.setattr(checkpoint, "open", lambda *a, **k: _FailingFile(real_open(*a, **k), error),
-                            raising=False)
+        real_fdopen = os.fdopen
+        monkeypatch.setattr(os, "fdopen", lambda *a, **k: _FailingFile(real_fdopen(*a, **k), error))
     return patch
 
 

@@ -16,7 +16,7 @@ import os
 import urllib.error
 import urllib.request
 
-from .atomic_file import atomic_write
+from ..atomic_file import atomic_write
 from .idx import DataError
 
 _CHUNK = 1 << 16

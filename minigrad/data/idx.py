@@ -19,7 +19,7 @@ import zlib
 
 import numpy as np
 
-from .atomic_file import atomic_write
+from ..atomic_file import atomic_write
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
