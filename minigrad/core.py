@@ -67,9 +67,9 @@ def is_grad_enabled():
 
 def _real(x):
     """``x`` as a float, or None when it is not a real number."""
-    if isinstance(x, float):
+    if type(x) is float:
         return x
-    if isinstance(x, numbers.Real):
+    if isinstance(x, numbers.Real):  # numpy scalars too, as plain floats
         return float(x)
     return None
 

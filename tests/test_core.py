@@ -638,8 +638,6 @@ def test_numpy_scalars_on_either_side(torch):
     assert Value(np.float64(2.5)).v == 2.5 and Value(np.int64(7)).v == 7.0
 
 
-@pytest.mark.xfail(strict=True, reason="core._real returns float subclasses (numpy.float64) unchanged, "
-                   "so numpy scalars become payloads and bring numpy's warnings and reprs")
 def test_numpy_scalar_payloads_are_plain_floats():
     np = pytest.importorskip("numpy")
     assert type(Value(np.float64(2.5)).v) is float
