@@ -1,0 +1,43 @@
+"""The task the scripts train: the reference CNN on 15x15 MNIST digits, MSE against +-1 targets.
+
+Module-level functions, so they reach the workers by reference (cloudpickle sends their
+names, not their code).
+"""
+import functools
+
+from minigrad import nn
+from minigrad.losses import mse_loss, one_hot_pm1
+
+N_CLASSES = 10
+DATA_SOURCES = ("mnist5k", "mnist")
+
+
+def reference_model_fn(seed):
+    """A picklable factory of ``nn.CNN.reference(seed)``."""
+    return functools.partial(nn.CNN.reference, seed=seed)
+
+
+def model_fn_from_config(config):
+    """A picklable factory of an untrained model with ``config``'s architecture (None: the reference CNN)."""
+    if config is None:
+        return functools.partial(nn.CNN.reference, seed=0)
+    return functools.partial(nn.module_from_config, config, 0)
+
+
+def pm1_mse_loss(outputs, label):
+    """The original project's loss: mean squared error against +1 at the label, -1 elsewhere."""
+    return mse_loss(outputs, one_hot_pm1(label, N_CLASSES))
+
+
+def load_data(source, split, data_dir=None, download=False):
+    """The "train" or "test" split of MNIST-5k (shipped) or of full MNIST (IDX files in data_dir)."""
+    from minigrad.data import download_mnist, load_mnist, load_mnist5k
+    if source == "mnist5k":
+        return load_mnist5k(split)
+    if source != "mnist":
+        raise ValueError(f"Expected data in {list(DATA_SOURCES)}, got {source!r}")
+    if not data_dir:
+        raise ValueError("Expected --data-dir with --data mnist, got none")
+    if download:
+        download_mnist(data_dir, splits=split)
+    return load_mnist(data_dir, split)

@@ -1,0 +1,93 @@
+"""training.png (loss and accuracy curves) and filters.png (the first layer's filters).
+
+Drawn with matplotlib's Agg backend (no display needed) and written atomically. When
+matplotlib is not installed the functions return False and the run goes on.
+"""
+import math
+import os
+import tempfile
+
+
+def _pyplot():
+    try:
+        import matplotlib
+    except ImportError:
+        return None
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    return plt
+
+
+def _save(fig, path):
+    folder = os.path.dirname(os.path.abspath(path))
+    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".png")
+    os.close(fd)
+    try:
+        fig.savefig(tmp, dpi=100)
+        os.chmod(tmp, 0o644)  # mkstemp makes it private
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def moving_average(values, window):
+    out, total = [], 0.0
+    for i, v in enumerate(values):
+        total += v
+        if i >= window:
+            total -= values[i - window]
+        out.append(total / min(i + 1, window))
+    return out
+
+
+def plot_training(train_rows, test_rows, path, steps_per_epoch):
+    """Training loss per step (and its moving average), test loss and accuracy per epoch."""
+    plt = _pyplot()
+    if plt is None or not train_rows:
+        return False
+    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    steps = [r["step"] for r in train_rows]
+    losses = [r["loss"] for r in train_rows]
+    left.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
+    left.plot(steps, moving_average(losses, max(1, len(losses) // 50)), color="tab:blue",
+              label="train (moving average)")
+    if test_rows:
+        left.plot([r["step"] for r in test_rows], [r["loss"] for r in test_rows], "o-", color="tab:red",
+                  label="test")
+        right.plot([r["step"] / steps_per_epoch for r in test_rows], [100 * r["accuracy"] for r in test_rows],
+                   "o-", color="tab:green")
+        for r in test_rows[-1:]:
+            right.annotate(f"{100 * r['accuracy']:.1f}%", (r["step"] / steps_per_epoch, 100 * r["accuracy"]),
+                           textcoords="offset points", xytext=(-10, -15))
+    left.set(xlabel="step", ylabel="MSE loss", title="Loss", yscale="log")
+    left.legend()
+    right.set(xlabel="epoch", ylabel="accuracy (%)", title="Test accuracy")
+    right.grid(alpha=0.3)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_filters(weights, path, title="First-layer filters"):
+    """One grey image per output channel of a conv weight ``[out][in][k][k]`` (first input channel)."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    n = len(weights)
+    cols = min(n, 5)
+    rows = math.ceil(n / cols)
+    limit = max(abs(v) for f in weights for row in f[0] for v in row)
+    fig, axes = plt.subplots(rows, cols, figsize=(1.6 * cols, 1.6 * rows + 0.4), squeeze=False)
+    for i, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if i < n:
+            ax.imshow(weights[i][0], cmap="RdBu_r", vmin=-limit, vmax=limit, interpolation="nearest")
+            ax.set_title(str(i), fontsize=8)
+    fig.suptitle(f"{title} (red +, blue -, max |w| = {limit:.2f})", fontsize=9)
+    fig.tight_layout()
+    _save(fig, path)
+    plt.close(fig)
+    return True

@@ -1,0 +1,73 @@
+"""The files of a run folder besides the checkpoint: creating the folder and the CSV logs.
+
+Only the parent writes them. A resumed run first cuts each log back to the checkpoint's
+step (rows written after the last checkpoint belong to steps that will be redone).
+"""
+import csv
+import os
+import tempfile
+
+from minigrad.checkpoint import atomic_write_text
+
+CHECKPOINT_NAME = "model.json"
+
+
+class RunFolderError(ValueError):
+    """The output folder cannot be used; the message names it."""
+
+
+def prepare_run_folder(path, resuming):
+    """Create ``path`` if needed and check it is writable; refuse to overwrite another run's checkpoint."""
+    try:
+        os.makedirs(path, exist_ok=True)
+        fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
+        os.close(fd)
+        os.remove(probe)
+    except OSError as e:
+        raise RunFolderError(f"{path}: cannot write the run folder: {e.strerror or e}") from None
+    checkpoint = os.path.join(path, CHECKPOINT_NAME)
+    if not resuming and os.path.exists(checkpoint):
+        raise RunFolderError(f"{checkpoint}: already exists; resume it with --resume or choose another --out")
+    return checkpoint
+
+
+class CsvLog:
+    """Rows appended to a CSV file, flushed on request; reopened rows after ``keep_until_step`` dropped."""
+
+    def __init__(self, path, columns, keep_until_step=None):
+        self.path, self.columns = path, list(columns)
+        if keep_until_step is not None and os.path.exists(path):
+            self._cut(keep_until_step)
+            self._file = open(path, "a", newline="", encoding="utf-8")
+        else:
+            self._file = open(path, "w", newline="", encoding="utf-8")
+            self._file.write(",".join(self.columns) + "\n")
+        self._writer = csv.writer(self._file, lineterminator="\n")
+
+    def _cut(self, step):
+        with open(self.path, newline="", encoding="utf-8") as f:
+            rows = list(csv.reader(f))
+        if not rows or rows[0] != self.columns:
+            raise RunFolderError(f"{self.path}: expected the columns {self.columns}, got {rows[:1]}")
+        at = self.columns.index("step")
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(self.columns) and int(r[at]) <= step]
+        atomic_write_text(self.path, "".join(",".join(r) + "\n" for r in kept))
+
+    def write(self, *values):
+        self._writer.writerow([_format(v) for v in values])
+
+    def flush(self):
+        self._file.flush()
+
+    def close(self):
+        self._file.close()
+
+
+def _format(v):
+    return repr(v) if isinstance(v, float) else str(v)
+
+
+def read_csv(path):
+    """The rows of a log as dicts of floats (for the plots)."""
+    with open(path, newline="", encoding="utf-8") as f:
+        return [{k: float(v) for k, v in row.items()} for row in csv.DictReader(f)]

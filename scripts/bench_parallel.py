@@ -1,0 +1,85 @@
+"""Training throughput of the data-parallel trainer: samples/s by worker count and batch size.
+
+    python scripts/bench_parallel.py                      # workers 0..2, batch sizes 2, 8, 32
+    python scripts/bench_parallel.py --max-workers 8 --json bench.json
+
+Each configuration trains the reference CNN on MNIST-5k for a few steps after one
+warm-up step (so pool start-up is not counted) and reports samples/s, the speedup
+over one worker, and the overhead share: the part of the wall time the busiest
+worker did not spend in the engine (messaging, pickling, reduction, optimizer).
+"""
+import argparse
+import json
+import os
+import sys
+import time
+import warnings
+
+
+def positive_int(text):
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
+    return value
+
+
+def parse_args(argv=None):
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--max-workers", type=positive_int, default=2, help="measure 0, 1, ..., N workers")
+    p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[2, 8, 32])
+    p.add_argument("--samples", type=positive_int, default=192, help="samples timed per configuration")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
+    return p.parse_args(argv)
+
+
+def measure(workers, batch_size, samples, seed, train):
+    from minigrad import nn
+    from minigrad.losses import mse_loss, one_hot_pm1
+    from parallel import DataParallelTrainer
+
+    steps = max(3, samples // batch_size)
+    with DataParallelTrainer(lambda: nn.CNN.reference(seed=seed),
+                             lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
+                             lr=0.01, momentum=0.9, workers=workers, seed=seed) as trainer:
+        reports = list(trainer.train_steps(train, epochs=1000, batch_size=batch_size, max_steps=steps + 1))
+    timed = reports[1:]  # the first step pays for starting the pool
+    seconds = sum(r.seconds for r in timed)
+    engine = sum(r.engine_seconds for r in timed)
+    n = sum(r.samples for r in timed)
+    return {"workers": workers, "batch_size": batch_size, "steps": len(timed), "samples": n,
+            "seconds": seconds, "samples_per_s": n / seconds, "overhead_share": 1 - engine / seconds,
+            "step_ms": 1000 * seconds / len(timed)}
+
+
+def main(argv=None):
+    args = parse_args(argv)
+    from minigrad.data import load_mnist5k
+    from parallel import available_cpus
+
+    warnings.simplefilter("ignore", RuntimeWarning)  # more workers than CPUs is the point here
+    train = load_mnist5k("train")
+    rows = []
+    print(f"{available_cpus()} CPUs, {sys.implementation.name} {sys.version.split()[0]}")
+    print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'speedup':>8} {'overhead':>9} {'ms/step':>8}")
+    for batch_size in args.batch_sizes:
+        one = None
+        for workers in range(args.max_workers + 1):
+            row = measure(workers, batch_size, args.samples, args.seed, train)
+            if workers == 1:
+                one = row["samples_per_s"]
+            row["speedup_vs_1"] = row["samples_per_s"] / one if one else None
+            rows.append(row)
+            speedup = f"{row['speedup_vs_1']:.2f}x" if one else "-"
+            print(f"{workers:>7} {batch_size:>5} {row['samples_per_s']:>10.1f} {speedup:>8} "
+                  f"{100 * row['overhead_share']:>8.1f}% {row['step_ms']:>8.1f}", flush=True)
+    if args.json:
+        from minigrad.checkpoint import atomic_write_json
+        atomic_write_json(args.json, {"cpus": available_cpus(), "python": sys.version.split()[0],
+                                      "implementation": sys.implementation.name, "time": time.time(),
+                                      "pid": os.getpid(), "results": rows})
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

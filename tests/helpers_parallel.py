@@ -1,0 +1,183 @@
+"""Tiny models, datasets and fault injectors for the trainer's tests.
+
+The model is a CNN on 8x8 inputs with 240 parameters, the dataset 40 random images
+of 3 classes: a step takes a millisecond, so tests can afford many runs. Everything
+here is sent to workers by value (cloudpickle), so a worker never needs to import
+this module.
+"""
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import cloudpickle
+import numpy as np
+
+from minigrad import nn
+from minigrad.data import Dataset
+from minigrad.losses import mse_loss, one_hot_pm1
+
+N_CLASSES = 3
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SCRIPTS = os.path.join(ROOT, "scripts")
+
+
+def tiny_model(seed=0):
+    return nn.CNN(8, 8, 1, [nn.CNNLayerConfig(3, 4, 2, "tanh")], hidden_dim=6, n_classes=N_CLASSES, seed=seed)
+
+
+def tiny_model_fn(seed=0):
+    return lambda: tiny_model(seed)
+
+
+def tiny_loss(outputs, label):
+    return mse_loss(outputs, one_hot_pm1(label, N_CLASSES))
+
+
+def tiny_dataset(n=40, seed=0):
+    rng = np.random.default_rng(seed)
+    return Dataset(rng.normal(size=(n, 1, 8, 8)), rng.integers(0, N_CLASSES, size=n), "tiny")
+
+
+def tiny_trainer(workers, **kwargs):
+    from parallel import DataParallelTrainer
+    options = dict(lr=0.05, momentum=0.9, lr_schedule="cosine", seed=0, log=lambda line: None)
+    options.update(kwargs)
+    return DataParallelTrainer(tiny_model_fn(), tiny_loss, workers=workers, **options)
+
+
+def train_sha(workers, dataset=None, steps=6, batch_size=5, **kwargs):
+    """parameters_sha256 after ``steps`` steps (and the trainer's restart count)."""
+    dataset = tiny_dataset() if dataset is None else dataset
+    with tiny_trainer(workers, **kwargs) as trainer:
+        trainer.fit(dataset, epochs=100, batch_size=batch_size, max_steps=steps)
+        return trainer.parameters_sha256(), getattr(trainer.backend, "restarts", 0)
+
+
+# ---- fault injection: the test owns the counter file; normal workers write nothing ----
+
+def _count(path):
+    try:
+        with open(path) as f:
+            return int(f.read() or 0)
+    except FileNotFoundError:
+        return 0
+
+
+def _bump(path):
+    n = _count(path) + 1
+    with open(path, "w") as f:
+        f.write(str(n))
+    return n
+
+
+def crash(mode):
+    """End this process (or raise) the way ``mode`` says."""
+    if mode == "sigkill":
+        os.kill(os.getpid(), signal.SIGKILL)
+    elif mode == "exit":
+        os._exit(3)
+    elif mode == "segfault":
+        import ctypes
+        ctypes.string_at(0)
+    elif mode == "memory":
+        raise MemoryError("injected")
+    elif mode == "raise":
+        raise ValueError("injected fault in a user's dataset")
+    time.sleep(0.5)  # SIGKILL is asynchronous: never return from a kill
+
+
+class FaultyDataset:
+    """``base``'s samples, but reading sample ``index`` in a worker crashes it (``times`` times in all)."""
+
+    def __init__(self, base, index, mode, counter, times=1):
+        self.base, self.index, self.mode, self.counter, self.times = base, index, mode, counter, times
+        self.parent = os.getpid()
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        if i == self.index and os.getpid() != self.parent and _count(self.counter) < self.times:
+            _bump(self.counter)
+            crash(self.mode)
+        return self.base.images[i], self.base.labels[i]
+
+    @property
+    def labels(self):  # evaluation reads labels in the parent
+        return self.base.labels
+
+
+class FaultyDatasetNoLabels(FaultyDataset):
+    labels = None
+
+
+def counting_model_fn(counter, seed=0):
+    """A model factory that counts its calls in a file (to show it runs once per worker)."""
+    def model_fn():
+        if os.getpid() != parent:
+            _bump(counter)
+        return tiny_model(seed)
+    parent = os.getpid()
+    return model_fn
+
+
+class CountingDataset:
+    """A dataset that counts, in a file, how often it is unpickled (once per worker)."""
+
+    def __init__(self, base, counter):
+        self.base, self.counter = base, counter
+
+    def __len__(self):
+        return len(self.base)
+
+    def __getitem__(self, i):
+        return self.base.images[i], self.base.labels[i]
+
+    @property
+    def labels(self):
+        return self.base.labels
+
+    def __getstate__(self):
+        return (self.base, self.counter)
+
+    def __setstate__(self, state):
+        self.base, self.counter = state
+        _bump(self.counter)
+
+
+# ---- processes ----
+
+def alive(pids):
+    """The pids among ``pids`` still running (zombies count as gone)."""
+    import psutil
+    out = []
+    for pid in pids:
+        try:
+            if psutil.Process(pid).status() != psutil.STATUS_ZOMBIE:
+                out.append(pid)
+        except psutil.NoSuchProcess:
+            pass
+    return out
+
+
+def wait_gone(pids, timeout):
+    deadline = time.monotonic() + timeout
+    while alive(pids) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    return alive(pids)
+
+
+def run_script(name, *args, timeout=120, cwd=None):
+    """Run ``scripts/<name>`` to completion; return the CompletedProcess (text)."""
+    return subprocess.run([sys.executable, os.path.join(SCRIPTS, name)] + [str(a) for a in args],
+                          capture_output=True, text=True, timeout=timeout, cwd=cwd or ROOT)
+
+
+def start_script(name, *args, cwd=None):
+    return subprocess.Popen([sys.executable, os.path.join(SCRIPTS, name)] + [str(a) for a in args],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or ROOT)
+
+
+cloudpickle.register_pickle_by_value(sys.modules[__name__])

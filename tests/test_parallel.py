@@ -1,0 +1,288 @@
+"""The data-parallel trainer: exact gradients, bit-identical results for any worker count,
+payload sent once, evaluation, data order, resumable state, argument checks."""
+import math
+import os
+import signal
+import time
+
+import numpy as np
+import pytest
+
+from helpers_parallel import (N_CLASSES, CountingDataset, counting_model_fn, tiny_dataset, tiny_loss,
+                              tiny_model, tiny_model_fn, tiny_trainer, train_sha)
+from minigrad import checkpoint
+from minigrad.optimizer import SGD
+from parallel import (DataParallelTrainer, NonFiniteError, Payload, Replica, TensorLayout,
+                      TrainingInterrupted)
+from parallel.data_order import DataOrder, epoch_order
+from parallel.process_pool import ProcessBackend, split_contiguous
+from parallel.replica import pack
+from parallel.signals import deferred_signals, stop_on_signals
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
+
+
+def reference_run(steps, batch_size, lr=0.05, momentum=0.9, seed=0, pairwise=False):
+    """The trainer's arithmetic written out plainly: one model, samples one by one,
+    gradients summed in batch order (or as a tree of pairs), averaged, engine SGD with
+    a cosine schedule."""
+    from minigrad.schedule import lr_at
+    data = tiny_dataset()
+    model = tiny_model(seed)
+    params = model.parameters()
+    opt = SGD(params, lr=lr, momentum=momentum)
+    order = DataOrder(len(data), batch_size, seed)
+    for step in range(steps):
+        batch = order.next_batch()
+        grads = []
+        for i in batch:
+            model.zero_grad()
+            tiny_loss(model(data.images[i].tolist()), int(data.labels[i])).backward()
+            grads.append(np.array([p.grad for p in params]))
+        while pairwise and len(grads) > 1:
+            grads = [grads[k] + grads[k + 1] if k + 1 < len(grads) else grads[k] for k in range(0, len(grads), 2)]
+        total = grads[0]
+        for g in grads[1:]:
+            total = total + g
+        total /= len(batch)
+        for p, g in zip(params, total.tolist()):
+            p.grad = g
+        opt.lr = lr_at("cosine", lr, step, steps)
+        opt.step()
+        order.advance()
+    return checkpoint.parameters_sha256(model)
+
+
+@pytest.mark.parametrize("workers", [0, 1, 2, 3, 8])
+def test_same_parameters_bits_for_any_worker_count(workers):
+    # batch 5 over 40 samples: uneven chunks for 2, 3 and 8 workers, and an epoch boundary
+    sha, restarts = train_sha(workers, steps=10, batch_size=5)
+    assert sha == reference_run(steps=10, batch_size=5)
+    assert restarts == 0
+
+
+def test_summation_order_changes_the_bits():
+    # what the test above guards against: a grouping that depends on the worker count
+    assert reference_run(steps=10, batch_size=5, pairwise=True) != reference_run(steps=10, batch_size=5)
+
+
+def test_training_matches_torch_float64(torch):
+    """Six steps of SGD with momentum on the tiny CNN, against the same net in torch."""
+    torch.set_default_dtype(torch.float64)
+    data = tiny_dataset()
+    with tiny_trainer(2, lr_schedule="constant") as trainer:
+        start = trainer.model.state_dict()
+        trainer.fit(data, epochs=1, batch_size=4, max_steps=6)
+        got = trainer.model.state_dict()
+        order = epoch_order(len(data), 0, 0)
+    conv = torch.nn.Conv2d(1, 3, 4, 2)
+    hidden, output = torch.nn.Linear(27, 6), torch.nn.Linear(6, N_CLASSES)
+    layers = {"conv.0": conv, "hidden": hidden, "output": output}
+    for name, layer in layers.items():
+        layer.weight.data = torch.tensor(start[name + ".weight"])
+        layer.bias.data = torch.tensor(start[name + ".bias"])
+    params = [p for layer in layers.values() for p in (layer.weight, layer.bias)]
+    opt = torch.optim.SGD(params, lr=0.05, momentum=0.9)
+    x_all, y_all = torch.tensor(data.images), torch.tensor(data.labels)
+    for step in range(6):
+        idx = order[step * 4:(step + 1) * 4]
+        x = torch.tanh(conv(x_all[idx])).flatten(1)
+        out = torch.tanh(output(torch.tanh(hidden(x))))
+        target = -torch.ones(len(idx), N_CLASSES)
+        target[torch.arange(len(idx)), y_all[idx]] = 1.0
+        loss = ((out - target) ** 2).mean(dim=1).mean()  # mean over classes, then over the batch
+        opt.zero_grad()
+        loss.backward()
+        opt.step()
+    for name, layer in layers.items():
+        np.testing.assert_allclose(got[name + ".weight"], layer.weight.detach().numpy(), rtol=1e-10, atol=1e-12)
+        np.testing.assert_allclose(got[name + ".bias"], layer.bias.detach().numpy(), rtol=1e-10, atol=1e-12)
+
+
+def test_sample_gradient_by_tensor_name_matches_torch(torch):
+    torch.set_default_dtype(torch.float64)
+    replica = Replica(Payload(tiny_model_fn(), tiny_loss))
+    data = tiny_dataset()
+    replica.add_dataset("d", data)
+    model = tiny_model()
+    replica.set_parameters(pack([p.v for p in TensorLayoutParams(model)]))
+    result = replica.compute("train", "d", 7)
+    grads = TensorLayout(model).split(np.frombuffer(result.grad))
+    sd = model.state_dict()
+    t = {k: torch.tensor(v, requires_grad=True) for k, v in sd.items()}
+    x = torch.tensor(data.images[7:8])
+    h = torch.tanh(torch.nn.functional.conv2d(x, t["conv.0.weight"], t["conv.0.bias"], stride=2)).flatten(1)
+    h = torch.tanh(h @ t["hidden.weight"].T + t["hidden.bias"])
+    out = torch.tanh(h @ t["output.weight"].T + t["output.bias"])[0]
+    target = -torch.ones(N_CLASSES)
+    target[int(data.labels[7])] = 1.0
+    loss = ((out - target) ** 2).mean()
+    loss.backward()
+    assert sorted(grads) == sorted(sd)
+    assert math.isclose(result.loss, loss.item(), rel_tol=1e-12)
+    assert result.prediction == int(out.argmax())
+    for name, value in t.items():
+        np.testing.assert_allclose(grads[name], value.grad.numpy().ravel(), rtol=1e-10, atol=1e-14, err_msg=name)
+
+
+def TensorLayoutParams(model):
+    return [p for _, _, values in model.named_tensors() for p in values]
+
+
+def test_tensor_layout_names_and_offsets():
+    model = tiny_model()
+    layout = TensorLayout(model)
+    assert layout.names == ["conv.0.weight", "conv.0.bias", "hidden.weight", "hidden.bias",
+                            "output.weight", "output.bias"]
+    assert layout.shapes[0] == (3, 1, 4, 4)
+    assert layout.size == len(model.parameters()) == 240
+    pieces = layout.split(np.arange(layout.size, dtype=float))
+    assert [len(v) for v in pieces.values()] == [48, 3, 162, 6, 18, 3]
+    assert pieces["hidden.bias"][0] == 48 + 3 + 162
+
+
+def test_model_loss_and_data_reach_each_worker_once(tmp_path):
+    model_counter, data_counter = str(tmp_path / "model"), str(tmp_path / "data")
+    data = CountingDataset(tiny_dataset(), data_counter)
+    with DataParallelTrainer(counting_model_fn(model_counter), tiny_loss, lr=0.05, workers=2,
+                             log=lambda line: None) as trainer:
+        trainer.fit(data, epochs=3, batch_size=4, max_steps=12)
+        trainer.evaluate(data)
+    with open(model_counter) as f:
+        assert int(f.read()) == 2  # one replica per worker, not one per step
+    with open(data_counter) as f:
+        assert int(f.read()) == 2
+
+
+def test_evaluate_matches_a_plain_loop():
+    data = tiny_dataset(n=30, seed=1)
+    model = tiny_model()
+    losses, hits = [], 0
+    confusion = [[0] * N_CLASSES for _ in range(N_CLASSES)]
+    for x, y in zip(data.images, data.labels):
+        out = [o.v for o in model(x.tolist())]
+        losses.append(tiny_loss(model(x.tolist()), int(y)).v)
+        p = out.index(max(out))
+        hits += p == y
+        confusion[y][p] += 1
+    with tiny_trainer(3) as trainer:
+        ev = trainer.evaluate(data)
+    assert ev.n == 30
+    assert ev.accuracy == hits / 30
+    assert ev.loss == sum(losses) / 30
+    assert ev.confusion == confusion
+
+
+def test_resume_from_state_is_bit_identical_with_another_worker_count():
+    data = tiny_dataset()
+    straight, _ = train_sha(2, data, steps=12, batch_size=6)
+    with tiny_trainer(1) as first:
+        for report in first.train_steps(data, epochs=100, batch_size=6, max_steps=12):
+            if report.step == 5:
+                break
+        state, params = first.state_dict(), first.model.state_dict()
+    state = checkpoint.json.loads(checkpoint.json.dumps(state))  # through JSON, as in a checkpoint
+    with tiny_trainer(3) as second:
+        second.model.load_state_dict(params)
+        second.load_state_dict(state)
+        second.fit(data, epochs=100, batch_size=6, max_steps=12)
+        assert second.step == 12
+        assert second.parameters_sha256() == straight
+
+
+def test_nan_loss_names_the_step_and_sample_and_changes_nothing():
+    def loss_fn(outputs, label):
+        loss = tiny_loss(outputs, label)
+        return loss * float("nan") if label == 2 and outputs[0].v > -2 else loss
+    data = tiny_dataset()
+    first_bad = next(i for i in epoch_order(len(data), 0, 0) if data.labels[i] == 2)
+    position = epoch_order(len(data), 0, 0).index(first_bad)
+    with DataParallelTrainer(tiny_model_fn(), loss_fn, lr=0.05, workers=2, log=lambda line: None) as trainer:
+        with pytest.raises(NonFiniteError) as info:
+            for report in trainer.train_steps(data, epochs=1, batch_size=4):
+                before = trainer.parameters_sha256()
+        assert info.value.step == position // 4 + 1
+        assert info.value.index == first_bad
+        assert f"step {position // 4 + 1} at sample {first_bad}" in str(info.value)
+        assert trainer.step == position // 4
+        if trainer.step:
+            assert trainer.parameters_sha256() == before
+
+
+def test_data_order_epochs_batches_and_state():
+    order = DataOrder(10, 4, seed=3)
+    assert order.steps_per_epoch == 3
+    seen = []
+    for _ in range(3):
+        seen.extend(order.next_batch())
+        ended = order.advance()
+    assert ended and sorted(seen) == list(range(10)) and order.epoch == 1
+    assert order.order == epoch_order(10, 3, 1) != epoch_order(10, 3, 0)
+    order.advance()
+    copy = DataOrder(10, 4, seed=3)
+    copy.load_state_dict(order.state_dict())
+    assert copy.next_batch() == order.next_batch() == order.order[4:8]
+    with pytest.raises(ValueError, match="batch_size"):
+        DataOrder(10, 5, seed=3).load_state_dict(order.state_dict())
+
+
+def test_epoch_order_is_pinned():
+    # the shuffle is part of the checkpoint format: a change here breaks --resume of old runs
+    assert epoch_order(10, 0, 0) == [5, 4, 3, 1, 9, 0, 2, 6, 7, 8]  # CPython 3.11 and PyPy 3.9 alike
+
+
+@pytest.mark.parametrize("n,parts,sizes", [(8, 2, [4, 4]), (5, 3, [2, 2, 1]), (2, 8, [1, 1, 0, 0, 0, 0, 0, 0])])
+def test_split_contiguous(n, parts, sizes):
+    chunks = split_contiguous(n, parts)
+    assert [len(c) for c in chunks] == sizes
+    assert [i for c in chunks for i in c] == list(range(n))
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"workers": -1}, "workers"),
+    ({"workers": 1.5}, "workers"),
+    ({"backend": "threads", "workers": 1}, "backend"),
+    ({"lr_schedule": "linear"}, "lr_schedule"),
+    ({"optimizer": "rmsprop"}, "optimizer"),
+    ({"seed": "0"}, "seed"),
+    ({"lr": -0.1}, "lr"),
+])
+def test_bad_trainer_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        tiny_trainer(**{"workers": 0, **kwargs})
+
+
+@pytest.mark.parametrize("kwargs,message", [
+    ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"max_steps": 0}, "max_steps")])
+def test_bad_fit_arguments(kwargs, message):
+    args = {"epochs": 1, "batch_size": 4, **kwargs}
+    with tiny_trainer(0) as trainer, pytest.raises(ValueError, match=message):
+        trainer.fit(tiny_dataset(), **args)
+
+
+def test_more_workers_than_cpus_warns_but_runs():
+    from parallel import available_cpus
+    with pytest.warns(RuntimeWarning, match="CPUs"):
+        backend = ProcessBackend(available_cpus() + 1)
+    assert backend.workers == available_cpus() + 1
+    backend.close()
+
+
+def test_worker_memory_is_reported():
+    with tiny_trainer(2) as trainer:
+        trainer.fit(tiny_dataset(), epochs=1, batch_size=4, max_steps=1)
+        memory = trainer.backend.memory()
+    assert len(memory) == 2 and all(m > 1_000_000 for m in memory)
+
+
+def test_signal_inside_a_deferred_block_waits_for_its_end():
+    order = []
+    with stop_on_signals():
+        with pytest.raises(TrainingInterrupted) as info:
+            with deferred_signals():
+                os.kill(os.getpid(), signal.SIGTERM)
+                time.sleep(0.05)  # the handler has run by now, and only took note
+                order.append("block finished")
+        order.append("raised after")
+    assert order == ["block finished", "raised after"]
+    assert info.value.exit_code == 143
