@@ -8,12 +8,11 @@ import math
 import random
 
 import pytest
+from conftest import assert_all_close
 
 import minigrad
 from minigrad import Value, as_value_array, flatten, nn
 from minigrad.losses import cross_entropy, mse_loss, one_hot_pm1
-
-from conftest import assert_all_close
 
 TORCH_ACTIVATIONS = {"identity": lambda t: t, "tanh": lambda t: t.tanh(), "relu": lambda t: t.relu(),
                      "sigmoid": lambda t: t.sigmoid()}
@@ -363,7 +362,7 @@ def test_parameter_order_follows_torch_layout(torch):
     model = nn.CNN.reference(seed=2)
     for i, p in enumerate(model.parameters()):
         p.v += 1e-6 * i  # distinct biases too
-    net, t_params = torch_reference_cnn(torch, model)
+    _, t_params = torch_reference_cnn(torch, model)
     expected = []
     for layer in ["conv.0", "conv.1", "hidden", "output"]:
         w, b = t_params[f"{layer}.weight"], t_params[f"{layer}.bias"]
