@@ -27,6 +27,7 @@ predict_fn=None, start_method=None, max_crashes=3, log=None)``
 * ``.train_steps(train, epochs, batch_size, max_steps=None)``: a generator of ``StepReport``s,
   for a loop that logs and checkpoints between steps (``scripts/train_parallel.py``)
 * ``.evaluate(dataset)`` -> ``Evaluation`` (``loss``, ``accuracy``, ``n``, ``predictions``, ``confusion``)
+* ``.start(*datasets)``: start the workers and send them the datasets now (else the first use does)
 * ``.state_dict()`` / ``.load_state_dict(state)``: step, data order and optimizer state for a checkpoint
 * ``.model``, ``.optimizer``, ``.step``, ``.parameters_sha256()``, ``.close()``
 

@@ -137,6 +137,15 @@ class DataParallelTrainer:
         self._datasets.append((dataset, key))
         return key
 
+    def start(self, *datasets):
+        """Start the workers now and send them ``datasets`` (otherwise the first use does)."""
+        for dataset in datasets:
+            self._key(dataset)
+        if not self._started:
+            self.backend.start(self.payload)
+            self._started = True
+        return self
+
     def close(self):
         self.backend.close()
         self._started = False

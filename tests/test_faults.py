@@ -1,0 +1,355 @@
+"""Faults injected on purpose: dying workers, exceptions in workers, NaN, signals, a killed
+parent, resume after interruption, bad input files. Each asserts the outcome within a
+time limit; script-level faults run the real script in a subprocess with a timeout."""
+import hashlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import threading
+import time
+
+import pytest
+
+from helpers_parallel import (ROOT, FaultyDataset, alive, run_script, start_script, tiny_dataset, tiny_loss,
+                              tiny_model, tiny_model_fn, tiny_trainer, train_sha, wait_gone)
+from parallel import DataParallelTrainer, SampleCrashError, WorkerError
+from parallel.data_order import epoch_order
+
+pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
+
+STEPS, BATCH = 6, 5
+
+
+def sample_at(step, position):
+    """The index of the sample at ``position`` in the batch of ``step`` (1-based), first epoch."""
+    return epoch_order(len(tiny_dataset()), 0, 0)[(step - 1) * BATCH + position]
+
+
+# ---- a worker dies mid-step ----
+
+@pytest.mark.parametrize("mode", ["sigkill", "exit", "segfault", "memory"])
+def test_dead_worker_is_replaced_and_only_its_samples_recomputed(mode, tmp_path):
+    undisturbed, _ = train_sha(0, steps=STEPS, batch_size=BATCH)
+    # position 1 of step 2: worker 0 (positions 0-2) has answered position 0, dies on 1, still owes 2
+    data = FaultyDataset(tiny_dataset(), sample_at(2, 1), mode, str(tmp_path / "faults"), times=1)
+    lines = []
+    start = time.monotonic()
+    with tiny_trainer(2, log=lines.append) as trainer:
+        reports = list(trainer.train_steps(data, epochs=10, batch_size=BATCH, max_steps=STEPS))
+        sha = trainer.parameters_sha256()
+        restarts = trainer.backend.restarts
+    assert time.monotonic() - start < 20
+    assert sha == undisturbed
+    assert restarts == 1
+    assert reports[1].seconds < 5  # noticed at once, not after a timeout
+    assert len(lines) == 1 and f"at sample {sample_at(2, 1)}" in lines[0] and "recomputing 2 samples" in lines[0]
+
+
+def test_worker_killed_between_steps_is_replaced():
+    undisturbed, _ = train_sha(0, steps=STEPS, batch_size=BATCH)
+    with tiny_trainer(2) as trainer:
+        for report in trainer.train_steps(tiny_dataset(), epochs=10, batch_size=BATCH, max_steps=STEPS):
+            if report.step == 2:
+                victim = trainer.backend.pids()[1]
+                os.kill(victim, signal.SIGKILL)
+                assert wait_gone([victim], 5) == []
+        assert trainer.parameters_sha256() == undisturbed
+        assert trainer.backend.restarts == 1
+
+
+def test_sample_that_keeps_killing_workers_stops_training(tmp_path):
+    index = sample_at(2, 3)
+    data = FaultyDataset(tiny_dataset(), index, "sigkill", str(tmp_path / "faults"), times=100)
+    start = time.monotonic()
+    with tiny_trainer(2) as trainer:
+        steps = []
+        with pytest.raises(SampleCrashError, match=f"Sample {index} killed a worker 3 times in a row") as info:
+            for report in trainer.train_steps(data, epochs=10, batch_size=BATCH, max_steps=STEPS):
+                steps.append(report.step)
+                pids = trainer.backend.pids()
+        assert steps == [1] and trainer.step == 1  # the model stays at the last good step
+        assert info.value.index == index
+    assert time.monotonic() - start < 20
+    assert wait_gone(pids, 5) == []
+
+
+# ---- an exception in a worker ----
+
+@pytest.mark.parametrize("case", ["dataset", "loss"])
+def test_exception_in_worker_raises_with_its_traceback(case, tmp_path):
+    if case == "dataset":
+        data = FaultyDataset(tiny_dataset(), sample_at(1, 4), "raise", str(tmp_path / "faults"), times=1)
+        loss_fn, expected = tiny_loss, ["ValueError: injected fault in a user's dataset", "in crash"]
+    else:
+        data = tiny_dataset()
+        loss_fn = lambda outputs, label: tiny_loss(outputs[:2], label)  # noqa: E731  a shape bug
+        expected = ["ValueError: Expected 2 targets, got 3", "in mse_loss"]
+    start = time.monotonic()
+    trainer = DataParallelTrainer(tiny_model_fn(), loss_fn, workers=2, log=lambda line: None)
+    trainer.start(data)
+    pids = trainer.backend.pids()
+    with pytest.raises(WorkerError) as info:
+        trainer.fit(data, epochs=1, batch_size=BATCH)
+    assert time.monotonic() - start < 10
+    message = str(info.value)
+    assert "raised an exception at sample" in message and "Worker traceback" in message
+    for text in expected:
+        assert text in message
+    assert wait_gone(pids, 3) == []  # no orphans
+    trainer.close()
+
+
+def test_model_fn_failing_in_the_worker_is_reported():
+    parent = os.getpid()
+
+    def model_fn():
+        if os.getpid() != parent:
+            raise RuntimeError("no model in workers")
+        return tiny_model()
+    with DataParallelTrainer(model_fn, tiny_loss, workers=1) as trainer:
+        with pytest.raises(WorkerError, match="while loading the payload") as info:
+            trainer.evaluate(tiny_dataset(n=2))
+    assert "RuntimeError: no model in workers" in str(info.value)
+
+
+# ---- the parent dies ----
+
+PARENT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from helpers_parallel import tiny_dataset, tiny_trainer
+    if __name__ == "__main__":
+        with tiny_trainer(2) as trainer:
+            for report in trainer.train_steps(tiny_dataset(), epochs=10**6, batch_size=5):
+                if report.step == 3:
+                    print(*trainer.backend.pids(), flush=True)
+""")
+
+
+def test_workers_exit_when_the_parent_is_killed(tmp_path):
+    script = tmp_path / "parent.py"
+    script.write_text(PARENT.format(tests=os.path.join(ROOT, "tests")))
+    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
+    try:
+        pids = [int(p) for p in proc.stdout.readline().split()]
+        assert len(pids) == 2 and alive(pids) == pids
+    finally:
+        proc.kill()
+        proc.wait(10)
+    assert wait_gone(pids, 5) == []
+
+
+# ---- the script: signals, resume, numerical faults, bad input ----
+
+def train_args(out, *extra):
+    return ["--workers", "2", "--batch-size", "4", "--max-steps", "30", "--checkpoint-every", "5",
+            "--out", str(out), "--quiet"] + list(extra)
+
+
+def rows(path):
+    with open(path) as f:
+        return f.read().splitlines()[1:]
+
+
+def wait_for_rows(proc, path, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and len(rows(path)) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: fewer than {n} rows after {timeout}s")
+
+
+def descendants(pid):
+    import psutil
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def sha_line(stdout):
+    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
+
+
+@pytest.fixture(scope="module")
+def straight_run(tmp_path_factory):
+    """An uninterrupted 30-step run: its final parameters fingerprint."""
+    out = tmp_path_factory.mktemp("straight")
+    done = run_script("train_parallel.py", *train_args(out))
+    assert done.returncode == 0, done.stderr
+    return sha_line(done.stdout), out
+
+
+@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+def test_signal_saves_the_last_step_and_exits(signum, code, tmp_path):
+    proc = start_script("train_parallel.py", *train_args(tmp_path, "--max-steps", "100000"))
+    try:
+        wait_for_rows(proc, tmp_path / "train_stats.csv", 6)
+        children = descendants(proc.pid)
+        assert len(children) >= 2
+        start = time.monotonic()
+        proc.send_signal(signum)
+        out, err = proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert time.monotonic() - start < 5
+    assert proc.returncode == code, err
+    with open(tmp_path / "model.json") as f:
+        ckpt = json.load(f)
+    assert ckpt["step"] == ckpt["trainer"]["step"] == len(rows(tmp_path / "train_stats.csv"))
+    assert f"saved step {ckpt['step']}" in err and "Traceback" not in err
+    assert wait_gone(children, 3) == []
+    assert [f for f in os.listdir(tmp_path) if f.endswith(".tmp")] == []
+
+
+@pytest.mark.slow
+def test_interrupted_and_resumed_run_is_bit_identical(straight_run, tmp_path):
+    sha, _ = straight_run
+    proc = start_script("train_parallel.py", *train_args(tmp_path))
+    try:
+        wait_for_rows(proc, tmp_path / "train_stats.csv", 8)
+        proc.send_signal(signal.SIGINT)
+        proc.communicate(timeout=10)
+    finally:
+        proc.kill()
+    assert proc.returncode == 130
+    with open(tmp_path / "model.json") as f:
+        assert 8 <= json.load(f)["step"] < 30
+    done = run_script("train_parallel.py", "--resume", tmp_path / "model.json", "--workers", "3", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert sha_line(done.stdout) == sha
+    steps = [int(r.split(",")[0]) for r in rows(tmp_path / "train_stats.csv")]
+    assert steps == list(range(1, 31))
+
+
+@pytest.mark.slow
+def test_resume_after_the_parent_was_killed_is_bit_identical(straight_run, tmp_path):
+    """SIGKILL leaves only the periodic checkpoint; resuming from it (in-process) still matches."""
+    sha, _ = straight_run
+    proc = start_script("train_parallel.py", *train_args(tmp_path))
+    try:
+        wait_for_rows(proc, tmp_path / "train_stats.csv", 12)
+        children = descendants(proc.pid)
+        proc.kill()
+        proc.wait(10)
+    finally:
+        proc.kill()
+    assert wait_gone(children, 5) == []
+    with open(tmp_path / "model.json") as f:
+        assert json.load(f)["step"] % 5 == 0
+    done = run_script("train_parallel.py", "--resume", tmp_path / "model.json", "--workers", "0", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert sha_line(done.stdout) == sha
+    steps = [int(r.split(",")[0]) for r in rows(tmp_path / "train_stats.csv")]
+    assert steps == list(range(1, 31))
+
+
+def test_nan_stops_the_script_with_the_step_and_keeps_the_checkpoint(straight_run, tmp_path):
+    """Weights of +-1e308 are finite, but w * x overflows to +-inf and inf - inf is nan."""
+    _, run = straight_run
+    with open(os.path.join(run, "model.json")) as f:
+        ckpt = json.load(f)
+    ckpt["config"]["max_steps"] = 32  # two more steps to go
+    flat = [1e308 if k % 2 else -1e308 for k in range(15 * 25)]
+    ckpt["parameters"]["conv.0.weight"] = [[[flat[o * 25 + r * 5:o * 25 + r * 5 + 5] for r in range(5)]]
+                                           for o in range(15)]
+    path = tmp_path / "model.json"
+    path.write_text(json.dumps(ckpt))
+    before = file_digest(path)
+    done = run_script("train_parallel.py", "--resume", path, "--quiet")
+    assert done.returncode == 3, done.stderr
+    assert "Traceback" not in done.stderr
+    line = [x for x in done.stderr.splitlines() if x.startswith("error:")][0]
+    assert "Non-finite loss in step 31 at sample" in line and "checkpoint" in line
+    assert file_digest(path) == before  # the last good checkpoint stays
+
+
+def test_checkpoint_file_is_always_whole(tmp_path):
+    """A reader polling model.json during a run that saves every step never sees a partial file."""
+    path = tmp_path / "model.json"
+    reads, problems, stop = [], [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                with open(path) as f:
+                    reads.append(json.load(f)["step"])
+            except FileNotFoundError:
+                pass
+            except ValueError as e:
+                problems.append(e)
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        done = run_script("train_parallel.py", *train_args(tmp_path, "--checkpoint-every", "1",
+                                                           "--max-steps", "20"))
+    finally:
+        stop.set()
+        reader.join()
+    assert done.returncode == 0, done.stderr
+    assert problems == [] and len(set(reads)) > 5
+    assert sorted(os.listdir(tmp_path)) == sorted(
+        ["model.json", "train_stats.csv", "test_stats.csv", "training.png", "filters.png"])
+
+
+def file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
+
+
+def bad_inputs(good_checkpoint, tmp):
+    """(name, extra arguments, text the error line must contain) for each kind of bad input."""
+    text = open(good_checkpoint).read()
+    ckpt = json.loads(text)
+    (tmp / "truncated.json").write_text(text[: len(text) // 2])
+    (tmp / "notjson.json").write_text("this is not a checkpoint\n")
+    short = json.loads(text)
+    short["parameters"]["hidden.bias"] = short["parameters"]["hidden.bias"][:-1]
+    (tmp / "shape.json").write_text(json.dumps(short))
+    other = dict(ckpt, model=tiny_model().config(), parameters=tiny_model().state_dict())
+    (tmp / "other.json").write_text(json.dumps(other))
+    model_only = {k: ckpt[k] for k in ("format", "version", "model", "parameters")}
+    (tmp / "model_only.json").write_text(json.dumps(model_only))
+    idx = tmp / "idx"
+    idx.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (idx / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    (tmp / "a_file").write_text("")
+    return [
+        ("truncated checkpoint", ["--resume", tmp / "truncated.json"], "truncated.json: not valid JSON"),
+        ("not JSON", ["--resume", tmp / "notjson.json"], "notjson.json: not valid JSON"),
+        ("wrong shape", ["--resume", tmp / "shape.json"], "hidden.bias"),
+        ("other architecture", ["--resume", tmp / "other.json"], "different architecture"),
+        ("model-only checkpoint", ["--resume", tmp / "model_only.json"], "expected a training checkpoint"),
+        ("missing checkpoint", ["--resume", tmp / "missing.json"], "missing.json: no such file"),
+        ("corrupt IDX", ["--data", "mnist", "--data-dir", idx, "--out", tmp / "o1"], "train-images-idx3-ubyte"),
+        ("missing data dir", ["--data", "mnist", "--data-dir", tmp / "nowhere", "--out", tmp / "o2"],
+         "file not found"),
+        ("unwritable out", ["--out", tmp / "a_file" / "run"], "cannot write the run folder"),
+        ("existing run", ["--out", os.path.dirname(good_checkpoint)], "already exists"),
+        ("changed config on resume", ["--resume", good_checkpoint, "--lr", "0.5"], "differs from the checkpoint"),
+    ]
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(straight_run, tmp_path):
+    _, run = straight_run
+    good = os.path.join(run, "model.json")
+    before = {name: file_digest(os.path.join(run, name)) for name in sorted(os.listdir(run))}
+    failures = []
+    for name, args, expected in bad_inputs(good, tmp_path):
+        done = run_script("train_parallel.py", *args, "--quiet", timeout=60)
+        lines = done.stderr.strip().splitlines()
+        if not (done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
+                and expected in lines[0]):
+            failures.append((name, done.returncode, done.stderr[-500:]))
+    assert failures == []
+    assert {name: file_digest(os.path.join(run, name)) for name in sorted(os.listdir(run))} == before
+    for ckpt in ("truncated.json", "shape.json", "other.json"):
+        assert not os.path.exists(tmp_path / ckpt.replace(".json", "") / "train_stats.csv")
