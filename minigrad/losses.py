@@ -16,11 +16,9 @@ def mse_loss(predictions, targets):
 def cross_entropy(logits, target_index):
     """``-log softmax(logits)[target_index]``, computed stably (torch's ``cross_entropy`` for one sample)."""
     logits = list(logits)
-    if isinstance(target_index, bool) or not isinstance(target_index, int):
-        if hasattr(target_index, "__index__"):
-            target_index = target_index.__index__()
-        else:
-            raise TypeError(f"Expected an integer class index, got {type(target_index).__name__}")
+    if isinstance(target_index, bool) or not hasattr(target_index, "__index__"):
+        raise TypeError(f"Expected an integer class index, got {type(target_index).__name__}")
+    target_index = target_index.__index__()  # numpy integers too
     if not 0 <= target_index < len(logits):
         raise ValueError(f"Expected a class index in [0, {len(logits)}), got {target_index}")
     logits = [x if isinstance(x, Value) else Value(x) for x in logits]

@@ -104,7 +104,7 @@ def test_bad_lengths_and_indices_raise_value_error(call):
         call()
 
 
-@pytest.mark.parametrize("target", [1.0, 1.5, "1", None])
+@pytest.mark.parametrize("target", [1.0, 1.5, "1", None, True])
 def test_cross_entropy_rejects_non_integer_targets(target):
     with pytest.raises(TypeError):
         cross_entropy([Value(1.0), Value(2.0)], target)
