@@ -1,0 +1,146 @@
+"""The three scripts end to end: train_parallel.py's run folder, evaluate.py, bench_parallel.py."""
+import json
+import os
+
+import pytest
+
+from helpers_parallel import ROOT, run_script
+from minigrad import checkpoint
+
+OFFICIAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+TRAIN = ["--workers", "2", "--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5", "--quiet"]
+
+
+def sha_line(stdout):
+    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
+
+
+@pytest.fixture(scope="module")
+def run(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    done = run_script("train_parallel.py", *TRAIN, "--out", out)
+    assert done.returncode == 0, done.stderr
+    return out, done.stdout
+
+
+def test_run_folder_holds_a_resumable_checkpoint_and_logs(run):
+    out, stdout = run
+    ckpt = checkpoint.read(os.path.join(out, "model.json"))
+    model = checkpoint.build_model(ckpt)
+    assert len(model.parameters()) == 5357
+    assert ckpt["step"] == ckpt["trainer"]["step"] == 12
+    assert ckpt["config"]["batch_size"] == 4 and ckpt["config"]["max_steps"] == 12
+    assert ckpt["config"]["out"] == str(out)
+    order = ckpt["trainer"]["data_order"]
+    assert order["position"] == 48 and sorted(order["order"]) == list(range(4000))
+    optimizer = ckpt["trainer"]["optimizer"]
+    assert optimizer["type"] == "SGD" and len(optimizer["state"]["momentum_buffer"]) == 5357
+    assert ckpt["parameters_sha256"] == checkpoint.parameters_sha256(model) == sha_line(stdout)
+    assert f"run folder: {out}" in stdout
+    with open(os.path.join(out, "train_stats.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "step,epoch,loss,lr,samples_per_s" and len(lines) == 13
+    assert [int(x.split(",")[0]) for x in lines[1:]] == list(range(1, 13))
+    assert float(lines[1].split(",")[3]) == ckpt["config"]["lr"]  # cosine starts at the base rate
+    with open(os.path.join(out, "test_stats.csv")) as f:
+        lines = f.read().splitlines()
+    assert lines[0] == "epoch,step,loss,accuracy" and lines[1].startswith("0.012,12,")
+
+
+def test_pictures_are_pngs(run):
+    pytest.importorskip("matplotlib")
+    out, _ = run
+    for name in ("training.png", "filters.png"):
+        with open(os.path.join(out, name), "rb") as f:
+            assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_in_process_run_has_the_same_bits(run, tmp_path):
+    _, stdout = run
+    done = run_script("train_parallel.py", *TRAIN, "--workers", "0", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sha_line(done.stdout) == sha_line(stdout)
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--workers", "-1"], "--workers: expected an integer >= 0, got -1"),
+    (["--batch-size", "0"], "--batch-size: expected an integer >= 1, got 0"),
+    (["--epochs", "0"], "--epochs: expected an integer >= 1, got 0"),
+    (["--lr", "-0.1"], "--lr: expected a finite number >= 0, got -0.1"),
+    (["--lr", "nan"], "--lr: expected a finite number >= 0, got nan"),
+    (["--max-steps", "x"], "--max-steps: expected an integer, got 'x'"),
+    (["--optimizer", "lbfgs"], "--optimizer: invalid choice"),
+    (["--backend", "threads"], "--backend: invalid choice"),
+])
+def test_bad_arguments_are_argparse_errors(args, message):
+    done = run_script("train_parallel.py", *args)
+    assert done.returncode == 2
+    assert message in done.stderr and "usage:" in done.stderr and "Traceback" not in done.stderr
+
+
+def evaluate_json(*args):
+    done = run_script("evaluate.py", *args, "--json")
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    result.pop("seconds")
+    return result
+
+
+def test_evaluate_reports_the_same_for_any_worker_count(run):
+    out, stdout = run
+    path = os.path.join(out, "model.json")
+    in_process = evaluate_json(path, "--workers", "0")
+    assert in_process == evaluate_json(path, "--workers", "2")
+    assert in_process["n"] == 1000 and in_process["parameters_sha256"] == sha_line(stdout)
+    assert sum(map(sum, in_process["confusion"])) == 1000
+    assert in_process["accuracy"] == sum(in_process["confusion"][i][i] for i in range(10)) / 1000
+    with open(os.path.join(out, "test_stats.csv")) as f:
+        last = f.read().splitlines()[-1].split(",")
+    assert float(last[2]) == in_process["loss"] and float(last[3]) == in_process["accuracy"]
+
+
+def test_evaluate_reads_the_original_flat_checkpoint(run, tmp_path):
+    out, _ = run
+    path = os.path.join(out, "model.json")
+    model = checkpoint.build_model(path)
+    flat = tmp_path / "flat.json"
+    flat.write_text(json.dumps(model.parameter_values()))  # the original project's format
+    assert evaluate_json(str(flat), "--workers", "0") == dict(evaluate_json(path, "--workers", "0"), checkpoint=str(flat))
+
+
+def test_evaluate_report_and_bad_checkpoint(run, tmp_path):
+    out, _ = run
+    done = run_script("evaluate.py", os.path.join(out, "model.json"), "--workers", "1")
+    assert done.returncode == 0 and "accuracy" in done.stdout and "true\\pred" in done.stdout
+    (tmp_path / "bad.json").write_text("[1.0, 2.0]")
+    done = run_script("evaluate.py", tmp_path / "bad.json")
+    assert done.returncode == 2 and done.stderr.count("\n") == 1 and "expected 5357 parameters" in done.stderr
+
+
+@pytest.mark.slow
+def test_evaluate_on_the_official_test_set(run):
+    if not os.path.isdir(OFFICIAL):
+        pytest.skip(f"{OFFICIAL} is absent")
+    out, stdout = run
+    result = evaluate_json(os.path.join(out, "model.json"), "--data", "mnist", "--data-dir", OFFICIAL)
+    assert result["n"] == 10000 and result["data"] == "mnist-test"
+    assert result["parameters_sha256"] == sha_line(stdout)
+
+
+def test_bench_writes_json(tmp_path):
+    path = tmp_path / "bench.json"
+    done = run_script("bench_parallel.py", "--max-workers", "1", "--batch-sizes", "2", "--samples", "4",
+                      "--json", path)
+    assert done.returncode == 0, done.stderr
+    assert "samples/s" in done.stdout
+    results = json.loads(path.read_text())["results"]
+    assert [(r["workers"], r["batch_size"]) for r in results] == [(0, 2), (1, 2)]
+    for r in results:
+        assert r["samples_per_s"] > 0 and 0 <= r["overhead_share"] < 1
+    assert results[1]["speedup_vs_1"] == 1.0
+
+
+@pytest.mark.parametrize("name", ["train_parallel.py", "evaluate.py", "bench_parallel.py"])
+def test_help(name):
+    done = run_script(name, "--help")
+    assert done.returncode == 0 and "usage:" in done.stdout
