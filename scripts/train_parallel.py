@@ -28,12 +28,12 @@ import time
 
 DEFAULTS = {
     "workers": None,  # one per CPU
-    "epochs": 8,
+    "epochs": 6,
     "batch_size": 8,
-    "lr": 0.03,
+    "lr": 0.003,
     "lr_schedule": "cosine",
-    "momentum": 0.9,
-    "optimizer": "sgd",
+    "momentum": None,  # 0.9 with --optimizer sgd; Adam has none
+    "optimizer": "adam",
     "seed": 0,
     "data": "mnist5k",
     "data_dir": None,
@@ -86,8 +86,8 @@ def parse_args(argv):
     p.add_argument("--lr-schedule", choices=["constant", "cosine", "step"],
                    help="per-step learning rate: cosine decays to 0, step multiplies by 0.1 after each "
                         "third (default cosine)")
-    p.add_argument("--momentum", type=nonnegative_float, help=f"SGD momentum (default {DEFAULTS['momentum']})")
-    p.add_argument("--optimizer", choices=["sgd", "adam"], help="default sgd")
+    p.add_argument("--momentum", type=nonnegative_float, help="SGD momentum (default 0.9 with --optimizer sgd)")
+    p.add_argument("--optimizer", choices=["sgd", "adam"], help="default adam")
     p.add_argument("--seed", type=int, help="model initialisation and data order (default 0)")
     p.add_argument("--data", choices=["mnist5k", "mnist"], help="mnist5k: shipped 4,000/1,000 digits; "
                    "mnist: the IDX files in --data-dir (default mnist5k)")
@@ -106,7 +106,12 @@ def make_config(given, resume):
     """The run's one config: defaults and arguments, or the resumed checkpoint's own."""
     given = {k: v for k, v in given.items() if k != "resume"}
     if resume is None:
-        return {**DEFAULTS, **given}
+        config = {**DEFAULTS, **given}
+        if config["momentum"] is None:
+            config["momentum"] = 0.9 if config["optimizer"] == "sgd" else 0.0
+        if config["optimizer"] == "adam" and config["momentum"]:
+            raise UserError(f"--momentum {config['momentum']} applies to --optimizer sgd; Adam has no momentum")
+        return config
     saved = resume.get("config")
     if not isinstance(saved, dict) or sorted(saved) != sorted(DEFAULTS):
         raise UserError(f"{resume.path}: expected a training checkpoint with a config of {sorted(DEFAULTS)}")

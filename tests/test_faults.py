@@ -335,6 +335,7 @@ def bad_inputs(good_checkpoint, tmp):
         ("unwritable out", ["--out", tmp / "a_file" / "run"], "cannot write the run folder"),
         ("existing run", ["--out", os.path.dirname(good_checkpoint)], "already exists"),
         ("changed config on resume", ["--resume", good_checkpoint, "--lr", "0.5"], "differs from the checkpoint"),
+        ("momentum with Adam", ["--momentum", "0.5", "--out", tmp / "o3"], "Adam has no momentum"),
     ]
 
 

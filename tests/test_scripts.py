@@ -34,7 +34,8 @@ def test_run_folder_holds_a_resumable_checkpoint_and_logs(run):
     order = ckpt["trainer"]["data_order"]
     assert order["position"] == 48 and sorted(order["order"]) == list(range(4000))
     optimizer = ckpt["trainer"]["optimizer"]
-    assert optimizer["type"] == "SGD" and len(optimizer["state"]["momentum_buffer"]) == 5357
+    assert optimizer["type"] == "Adam" and optimizer["step"] == 12
+    assert len(optimizer["state"]["exp_avg"]) == len(optimizer["state"]["exp_avg_sq"]) == 5357
     assert ckpt["parameters_sha256"] == checkpoint.parameters_sha256(model) == sha_line(stdout)
     assert f"run folder: {out}" in stdout
     with open(os.path.join(out, "train_stats.csv")) as f:
