@@ -43,11 +43,12 @@ def moving_average(values, window):
 
 
 def plot_training(train_rows, test_rows, path, steps_per_epoch):
-    """Training loss per step (and its moving average), test loss and accuracy per epoch."""
+    """Training loss per step (and its moving average), test loss and accuracy per epoch,
+    and the memory of the parent and the largest worker."""
     plt = _pyplot()
     if plt is None or not train_rows:
         return False
-    fig, (left, right) = plt.subplots(1, 2, figsize=(11, 4))
+    fig, (left, right, memory) = plt.subplots(1, 3, figsize=(15, 4))
     steps = [r["step"] for r in train_rows]
     losses = [r["loss"] for r in train_rows]
     left.plot(steps, losses, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
@@ -65,6 +66,12 @@ def plot_training(train_rows, test_rows, path, steps_per_epoch):
     left.legend()
     right.set(xlabel="epoch", ylabel="accuracy (%)", title="Test accuracy")
     right.grid(alpha=0.3)
+    if "parent_rss_mb" in train_rows[0]:
+        memory.plot(steps, [r["parent_rss_mb"] for r in train_rows], label="parent")
+        memory.plot(steps, [r["worker_rss_mb"] for r in train_rows], label="largest worker")
+        memory.set_ylim(bottom=0)
+        memory.legend()
+    memory.set(xlabel="step", ylabel="RSS (MB)", title="Memory")
     fig.tight_layout()
     _save(fig, path)
     plt.close(fig)

@@ -1,33 +1,19 @@
 """The progress line: samples/s, loss, learning rate, ETA and the memory of every process.
 
-tqdm counts samples, so its rate is samples/s and its ETA covers the whole run. Memory
-(resident set size, by psutil) is read at most once a second: parent + workers.
+tqdm counts samples, so its rate is samples/s and its ETA covers the whole run; the
+memory (parent + workers) comes from a ``MemoryMonitor``.
 """
 import sys
 import time
 
-
-def rss_bytes(pid=None):
-    import psutil
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return 0
-
-
-def format_memory(parent, workers):
-    mb = 1024 * 1024
-    if not workers:
-        return f"{parent / mb:.0f}MB"
-    return f"{parent / mb:.0f}+{len(workers)}x{max(workers) / mb:.0f}MB"
+from .memory import format_memory
 
 
 class Progress:
     """A tqdm bar over the run's samples (or nothing when ``quiet``); ``write`` prints above it."""
 
-    def __init__(self, total_samples, done_samples, memory_fn, quiet=False, every=1.0):
-        self.memory_fn, self.every = memory_fn, every
-        self.quiet = quiet
+    def __init__(self, total_samples, done_samples, memory, quiet=False, every=1.0):
+        self.memory, self.every, self.quiet = memory, every, quiet
         self._last = 0.0
         self._loss = None
         self.bar = None
@@ -44,9 +30,8 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
-            parent, workers = self.memory_fn()
             self.bar.set_postfix_str(f"loss {self._loss:.4f} lr {report.lr:.3g} epoch {report.epoch + 1} "
-                                     f"mem {format_memory(parent, workers)}", refresh=False)
+                                     f"mem {format_memory(*self.memory.read())}", refresh=False)
 
     def write(self, line):
         if self.quiet:

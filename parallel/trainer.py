@@ -29,9 +29,12 @@ SCHEDULES = ("constant", "cosine", "step")
 
 
 class StepReport:
-    """What one completed step did: mean loss, learning rate, timing, and whether it ended an epoch."""
+    """What one completed step did: mean loss, learning rate, whether it ended an epoch, and timing:
+    ``seconds`` of wall time, ``engine_seconds`` the busiest worker spent computing samples,
+    ``sample_seconds`` all workers spent on them."""
 
-    __slots__ = ("step", "epoch", "loss", "lr", "indices", "seconds", "engine_seconds", "epoch_end")
+    __slots__ = ("step", "epoch", "loss", "lr", "indices", "seconds", "engine_seconds", "sample_seconds",
+                 "epoch_end")
 
     def __init__(self, **fields):
         for k, v in fields.items():
@@ -213,7 +216,7 @@ class DataParallelTrainer:
             epoch_end = order.advance()
         return StepReport(step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices,
                           seconds=time.perf_counter() - start, engine_seconds=_engine_seconds(results),
-                          epoch_end=epoch_end)
+                          sample_seconds=sum(r.seconds for r in results), epoch_end=epoch_end)
 
     def _reduce(self, results, step):
         """Mean gradient and loss of the batch, summed in batch order; non-finite values raise."""

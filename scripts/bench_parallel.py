@@ -49,7 +49,9 @@ def measure(workers, batch_size, samples, seed, train):
     n = sum(r.samples for r in timed)
     return {"workers": workers, "batch_size": batch_size, "steps": len(timed), "samples": n,
             "seconds": seconds, "samples_per_s": n / seconds, "overhead_share": 1 - engine / seconds,
-            "step_ms": 1000 * seconds / len(timed)}
+            "step_ms": 1000 * seconds / len(timed),
+            "engine_ms_per_sample": 1000 * sum(r.sample_seconds for r in timed) / n,
+            "overhead_ms_per_step": 1000 * (seconds - engine) / len(timed)}
 
 
 def main(argv=None):
@@ -61,7 +63,8 @@ def main(argv=None):
     train = load_mnist5k("train")
     rows = []
     print(f"{available_cpus()} CPUs, {sys.implementation.name} {sys.version.split()[0]}")
-    print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'speedup':>8} {'overhead':>9} {'ms/step':>8}")
+    print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'speedup':>8} {'overhead':>9} {'ms/step':>8} "
+          f"{'outside engine ms/step':>22} {'engine ms/sample':>16}")
     for batch_size in args.batch_sizes:
         one = None
         for workers in range(args.max_workers + 1):
@@ -72,7 +75,8 @@ def main(argv=None):
             rows.append(row)
             speedup = f"{row['speedup_vs_1']:.2f}x" if one else "-"
             print(f"{workers:>7} {batch_size:>5} {row['samples_per_s']:>10.1f} {speedup:>8} "
-                  f"{100 * row['overhead_share']:>8.1f}% {row['step_ms']:>8.1f}", flush=True)
+                  f"{100 * row['overhead_share']:>8.1f}% {row['step_ms']:>8.1f} "
+                  f"{row['overhead_ms_per_step']:>22.2f} {row['engine_ms_per_sample']:>16.2f}", flush=True)
     if args.json:
         from minigrad.checkpoint import atomic_write_json
         atomic_write_json(args.json, {"cpus": available_cpus(), "python": sys.version.split()[0],

@@ -198,11 +198,15 @@ def restore(trainer, resume):
         raise UserError(f"{resume.path}: {e}") from None
 
 
+MB = 1024 * 1024
+
+
 class Run:
     """The loop body's bookkeeping: logs, progress, evaluation lines, checkpoints and pictures."""
 
     def __init__(self, trainer, config, train, test, checkpoint_path, resume):
-        from parallel.progress import Progress, rss_bytes
+        from parallel.memory import MemoryMonitor
+        from parallel.progress import Progress
         from parallel.run_files import CsvLog
         self.trainer, self.config, self.train, self.test = trainer, config, train, test
         self.checkpoint_path = checkpoint_path
@@ -210,14 +214,14 @@ class Run:
         self.saved_step = trainer.step if resume is not None else None
         keep = trainer.step if resume is not None else None
         self.train_log = CsvLog(os.path.join(self.out, "train_stats.csv"),
-                                ["step", "epoch", "loss", "lr", "samples_per_s"], keep)
+                                ["step", "epoch", "loss", "lr", "samples_per_s", "parent_rss_mb",
+                                 "worker_rss_mb"], keep)
         self.test_log = CsvLog(os.path.join(self.out, "test_stats.csv"), ["epoch", "step", "loss", "accuracy"], keep)
         self.total = trainer.total_steps(len(train), config["epochs"], config["batch_size"], config["max_steps"])
         self.steps_per_epoch = math.ceil(len(train) / config["batch_size"])
         total_samples = self._samples_until(self.total)
-        self.memory = {"start": None, "end": None}
-        self._rss = rss_bytes
-        self.progress = Progress(total_samples, self._samples_until(trainer.step), self.memory_now,
+        self.memory = MemoryMonitor(trainer.backend)
+        self.progress = Progress(total_samples, self._samples_until(trainer.step), self.memory,
                                  quiet=config["quiet"])
         self.started = time.perf_counter()
         self.last_report = None
@@ -226,18 +230,15 @@ class Run:
         full, rest = divmod(step, self.steps_per_epoch)
         return full * len(self.train) + min(rest * self.config["batch_size"], len(self.train))
 
-    def memory_now(self):
-        return self._rss(), self.trainer.backend.memory()
-
     def loop(self):
         trainer, config = self.trainer, self.config
         if self._epoch_evaluation_missing():
             self.evaluate()
         for report in trainer.train_steps(self.train, config["epochs"], config["batch_size"], config["max_steps"]):
-            if self.memory["start"] is None:
-                self.memory["start"] = self.memory_now()  # after the pool has started and got the data
             self.last_report = report
-            self.train_log.write(report.step, report.epoch, report.loss, report.lr, report.samples / report.seconds)
+            parent, workers = self.memory.read()  # the first reading: the pool has started and has the data
+            self.train_log.write(report.step, report.epoch, report.loss, report.lr, report.samples / report.seconds,
+                                 round(parent / MB, 1), round(max(workers, default=0) / MB, 1))
             self.progress.update(report)
             if report.epoch_end:
                 self.evaluate()
@@ -300,7 +301,7 @@ class Run:
 
     def finish(self):
         trainer = self.trainer
-        self.memory["end"] = self.memory_now()
+        self.memory.read(force=True)
         if self.last_report is None or not self.last_report.epoch_end:
             self.evaluate()
         self.save()
@@ -309,7 +310,7 @@ class Run:
         self.train_log.close()
         self.test_log.close()
         pictures = self.draw()
-        print(self.memory_line())
+        print(self.memory.summary())
         if pictures:
             print(f"pictures: {', '.join(pictures)}")
         print(f"run folder: {self.out}")
@@ -327,13 +328,6 @@ class Run:
         if weights and plot_filters(weights, os.path.join(self.out, "filters.png")):
             drawn.append("filters.png")
         return drawn
-
-    def memory_line(self):
-        from parallel.progress import format_memory
-        start, end = self.memory["start"], self.memory["end"]
-        if start is None:
-            return "memory: no steps run"
-        return f"memory (RSS, parent+workers): start {format_memory(*start)}, end {format_memory(*end)}"
 
 
 if __name__ == "__main__":

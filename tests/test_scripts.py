@@ -40,7 +40,8 @@ def test_run_folder_holds_a_resumable_checkpoint_and_logs(run):
     assert f"run folder: {out}" in stdout
     with open(os.path.join(out, "train_stats.csv")) as f:
         lines = f.read().splitlines()
-    assert lines[0] == "step,epoch,loss,lr,samples_per_s" and len(lines) == 13
+    assert lines[0] == "step,epoch,loss,lr,samples_per_s,parent_rss_mb,worker_rss_mb" and len(lines) == 13
+    assert all(float(x.split(",")[6]) > 1 for x in lines[1:])  # the workers' memory is logged
     assert [int(x.split(",")[0]) for x in lines[1:]] == list(range(1, 13))
     assert float(lines[1].split(",")[3]) == ckpt["config"]["lr"]  # cosine starts at the base rate
     with open(os.path.join(out, "test_stats.csv")) as f:
