@@ -59,11 +59,20 @@ def split_contiguous(n, parts):
     return out
 
 
+def _release(process):
+    """Free a finished process's sentinel and pipe descriptors now rather than at garbage collection."""
+    try:
+        process.close()
+    except ValueError:  # still running (a kill that did not take): leave it to the OS
+        pass
+
+
 class _Slot:
     """One worker process, its pipe, and the positions of the current job it still owes."""
 
     def __init__(self, worker_id, process, conn):
         self.worker_id, self.process, self.conn = worker_id, process, conn
+        self.pid = process.pid
         self.pending = collections.deque()
         self.ready = False
         self.dead = False
@@ -73,7 +82,7 @@ class _Slot:
         import psutil
         try:
             if self._ps is None:
-                self._ps = psutil.Process(self.process.pid)
+                self._ps = psutil.Process(self.pid)
             return self._ps.memory_info().rss
         except (psutil.Error, ValueError, TypeError):
             return 0
@@ -114,8 +123,10 @@ class ProcessBackend(Backend):
 
     def start(self, payload):
         self._payload = cloudpickle.dumps(payload)
-        processes = [self._launch(i) for i in range(self.workers)]
-        self._slots = [self._introduce(*p) for p in processes]  # all start before any is fed
+        for i in range(self.workers):  # all start before any is fed; close() sees each one at once
+            self._slots.append(self._launch(i))
+        for slot in self._slots:
+            self._introduce(slot)
 
     def _launch(self, worker_id):
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
@@ -123,14 +134,13 @@ class ProcessBackend(Backend):
                                     name=f"minigrad-worker-{worker_id}")
         process.start()
         child_conn.close()
-        return worker_id, process, parent_conn
+        return _Slot(worker_id, process, parent_conn)
 
-    def _introduce(self, worker_id, process, conn):
-        slot = _Slot(worker_id, process, conn)
+    def _introduce(self, slot):
         try:
-            conn.send(("payload", self._payload))
+            slot.conn.send(("payload", self._payload))
             for key, blob in self._datasets.items():
-                conn.send(("dataset", key, blob))
+                slot.conn.send(("dataset", key, blob))
         except OSError:
             slot.dead = True  # noticed and handled by the next wait
         return slot
@@ -159,12 +169,13 @@ class ProcessBackend(Backend):
             if slot.process.is_alive():
                 slot.process.kill()
                 slot.process.join(1.0)
+            _release(slot.process)
 
     def memory(self):
         return [slot.rss() for slot in self._slots]
 
     def pids(self):
-        return [slot.process.pid for slot in self._slots]
+        return [slot.pid for slot in self._slots]
 
     # ---- one job ----
 
@@ -251,7 +262,7 @@ class ProcessBackend(Backend):
         if kind == "error":
             _, job, index, remote = msg
             where = f" at sample {index}" if index is not None else " while loading the payload"
-            raise WorkerError(f"Worker {slot.worker_id} (pid {slot.process.pid}) raised an exception{where}",
+            raise WorkerError(f"Worker {slot.worker_id} (pid {slot.pid}) raised an exception{where}",
                               remote)
         raise RuntimeError(f"Unknown message {kind!r} from worker {slot.worker_id}")
 
@@ -280,10 +291,12 @@ class ProcessBackend(Backend):
             if crashes >= self.max_crashes:
                 raise SampleCrashError(index, crashes, exitcode)
             where = f" at sample {index}"
-        self.log(f"worker {slot.worker_id} (pid {slot.process.pid}) died with exit code {exitcode}{where}; "
+        self.log(f"worker {slot.worker_id} (pid {slot.pid}) died with exit code {exitcode}{where}; "
                  f"restarting it" + (f" and recomputing {len(lost)} samples" if lost else ""))
         self.restarts += 1
-        new = self._introduce(*self._launch(slot.worker_id))
+        new = self._launch(slot.worker_id)
         self._slots[self._slots.index(slot)] = new
+        _release(slot.process)
+        self._introduce(new)
         if lost:
             self._assign(new, lost)

@@ -9,6 +9,16 @@ import time
 from .memory import format_memory
 
 
+def note(line):
+    """A warning on stderr that does not tear a progress bar (tqdm.write knows the open bars)."""
+    try:
+        from tqdm import tqdm
+    except ImportError:
+        print(line, file=sys.stderr, flush=True)
+        return
+    tqdm.write(line, file=sys.stderr)
+
+
 class Progress:
     """A tqdm bar over the run's samples (or nothing when ``quiet``); ``write`` prints above it."""
 

@@ -49,7 +49,8 @@ class StepReport:
 
 
 class Evaluation:
-    """Mean loss, accuracy, per-sample predictions and the confusion matrix (rows: true label)."""
+    """Mean loss, accuracy, per-sample predictions and, for class labels, the confusion matrix
+    (``confusion[true][predicted]``)."""
 
     __slots__ = ("loss", "accuracy", "n", "predictions", "labels", "confusion", "seconds")
 
@@ -58,13 +59,21 @@ class Evaluation:
         self.loss = sum(losses) / self.n
         self.predictions, self.labels, self.seconds = predictions, labels, seconds
         self.accuracy = sum(p == y for p, y in zip(predictions, labels)) / self.n
-        classes = 1 + max(max(predictions), max(labels))
-        self.confusion = [[0] * classes for _ in range(classes)]
-        for p, y in zip(predictions, labels):
-            self.confusion[y][p] += 1
+        self.confusion = _confusion(predictions, labels)
 
     def as_dict(self):
         return {"loss": self.loss, "accuracy": self.accuracy, "n": self.n, "confusion": self.confusion}
+
+
+def _confusion(predictions, labels):
+    classes = set(predictions) | set(labels)
+    if not all(isinstance(c, int) and c >= 0 for c in classes):
+        return None  # not class indices (e.g. regression targets)
+    size = 1 + max(classes)
+    matrix = [[0] * size for _ in range(size)]
+    for p, y in zip(predictions, labels):
+        matrix[y][p] += 1
+    return matrix
 
 
 def make_backend(backend, workers, start_method=None, max_crashes=3, log=None):
@@ -261,6 +270,8 @@ class DataParallelTrainer:
     def evaluate(self, dataset):
         """Loss, accuracy and confusion matrix over ``dataset`` (forward only, no graph)."""
         start = time.perf_counter()
+        if len(dataset) == 0:
+            raise ValueError("Expected a dataset with at least one sample, got an empty one")
         key = self._key(dataset)
         indices = list(range(len(dataset)))
         results = self.backend.run("eval", pack([p.v for p in self._params]), key, indices)
@@ -292,10 +303,11 @@ class DataParallelTrainer:
 
 
 def _labels(dataset):
+    """Every sample's target, numpy scalars made plain (read in the parent, for accuracy)."""
     labels = getattr(dataset, "labels", None)
     if labels is not None:
-        return [int(y) for y in labels]
-    return [int(get_sample(dataset, i)[1]) for i in range(len(dataset))]
+        return labels.tolist() if hasattr(labels, "tolist") else list(labels)
+    return [get_sample(dataset, i)[1] for i in range(len(dataset))]
 
 
 def _engine_seconds(results):

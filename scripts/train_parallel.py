@@ -25,6 +25,7 @@ import math
 import os
 import sys
 import time
+import warnings
 
 DEFAULTS = {
     "workers": None,  # one per CPU
@@ -139,6 +140,7 @@ def main(argv=None):
     from minigrad.data import DataError
     from parallel import DataParallelTrainer, NonFiniteError, TrainingInterrupted, WorkerError
     from parallel.mnist_task import load_data, pm1_mse_loss, reference_model_fn
+    from parallel.progress import note
     from parallel.run_files import RunFolderError, prepare_run_folder
 
     # ---- arguments and config ----
@@ -153,10 +155,14 @@ def main(argv=None):
         train = load_data(config["data"], "train", config["data_dir"], config["download"])
         test = load_data(config["data"], "test", config["data_dir"], config["download"])
         # ---- model and optimizer ----
-        trainer = DataParallelTrainer(
-            reference_model_fn(seed), pm1_mse_loss, optimizer=config["optimizer"], lr=config["lr"],
-            momentum=config["momentum"], lr_schedule=config["lr_schedule"], workers=config["workers"],
-            backend=config["backend"], seed=seed)
+        with warnings.catch_warnings(record=True) as caught:
+            warnings.simplefilter("always")
+            trainer = DataParallelTrainer(
+                reference_model_fn(seed), pm1_mse_loss, optimizer=config["optimizer"], lr=config["lr"],
+                momentum=config["momentum"], lr_schedule=config["lr_schedule"], workers=config["workers"],
+                backend=config["backend"], seed=seed, log=lambda line: note(f"warning: {line}"))
+        for w in caught:
+            note(f"warning: {w.message}")  # e.g. more workers than CPUs
         if resume is not None:
             restore(trainer, resume)
     except (UserError, DataError, checkpoint.CheckpointError, RunFolderError) as e:
