@@ -16,8 +16,12 @@ class RunFolderError(ValueError):
     """The output folder cannot be used; the message names it."""
 
 
-def prepare_run_folder(path, resuming):
-    """Create ``path`` if needed and check it is writable; refuse to overwrite another run's checkpoint."""
+def prepare_run_folder(path, resumed_from=None):
+    """Create ``path`` if needed and check it is writable; return its checkpoint path.
+
+    A new run refuses a folder that already holds a checkpoint, and so does a resumed run
+    writing anywhere but the folder of the checkpoint it resumes (``resumed_from``).
+    """
     try:
         os.makedirs(path, exist_ok=True)
         fd, probe = tempfile.mkstemp(dir=path, prefix=".write-test-")
@@ -26,7 +30,8 @@ def prepare_run_folder(path, resuming):
     except OSError as e:
         raise RunFolderError(f"{path}: cannot write the run folder: {e.strerror or e}") from None
     checkpoint = os.path.join(path, CHECKPOINT_NAME)
-    if not resuming and os.path.exists(checkpoint):
+    own = resumed_from is not None and os.path.exists(checkpoint) and os.path.samefile(checkpoint, resumed_from)
+    if os.path.exists(checkpoint) and not own:
         raise RunFolderError(f"{checkpoint}: already exists; resume it with --resume or choose another --out")
     return checkpoint
 

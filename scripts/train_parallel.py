@@ -121,7 +121,8 @@ def make_config(given, resume):
             flag = "--" + key.replace("_", "-")
             raise UserError(f"{flag} {value} differs from the checkpoint's {saved[key]}; "
                             f"a resumed run keeps its config")
-    return {**saved, **{k: v for k, v in given.items() if k in RUNTIME_KEYS}}
+    # it continues in the checkpoint's own folder (wherever that is now) unless --out says otherwise
+    return {**saved, "out": None, **{k: v for k, v in given.items() if k in RUNTIME_KEYS}}
 
 
 def default_out(resume):
@@ -149,7 +150,7 @@ def main(argv=None):
         resume = checkpoint.read(args["resume"]) if "resume" in args else None
         config = make_config(args, resume)
         out = config["out"] = config["out"] or default_out(resume)
-        checkpoint_path = prepare_run_folder(out, resuming=resume is not None)
+        checkpoint_path = prepare_run_folder(out, resume.path if resume is not None else None)
         # ---- seed and data ----
         seed = config["seed"]
         train = load_data(config["data"], "train", config["data_dir"], config["download"])

@@ -322,6 +322,8 @@ def bad_inputs(good_checkpoint, tmp):
                  "t10k-labels-idx1-ubyte"):
         (idx / name).write_bytes(b"\x00\x00\x08\x03garbage")
     (tmp / "a_file").write_text("")
+    (tmp / "copy").mkdir()
+    (tmp / "copy" / "model.json").write_text(text)
     return [
         ("truncated checkpoint", ["--resume", tmp / "truncated.json"], "truncated.json: not valid JSON"),
         ("not JSON", ["--resume", tmp / "notjson.json"], "notjson.json: not valid JSON"),
@@ -334,6 +336,8 @@ def bad_inputs(good_checkpoint, tmp):
          "file not found"),
         ("unwritable out", ["--out", tmp / "a_file" / "run"], "cannot write the run folder"),
         ("existing run", ["--out", os.path.dirname(good_checkpoint)], "already exists"),
+        ("resume over another run", ["--resume", tmp / "copy" / "model.json", "--out", os.path.dirname(good_checkpoint)],
+         "already exists"),
         ("changed config on resume", ["--resume", good_checkpoint, "--lr", "0.5"], "differs from the checkpoint"),
         ("momentum with Adam", ["--momentum", "0.5", "--out", tmp / "o3"], "Adam has no momentum"),
     ]
@@ -352,5 +356,5 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(straight_run, tmp_path
             failures.append((name, done.returncode, done.stderr[-500:]))
     assert failures == []
     assert {name: file_digest(os.path.join(run, name)) for name in sorted(os.listdir(run))} == before
-    for ckpt in ("truncated.json", "shape.json", "other.json"):
-        assert not os.path.exists(tmp_path / ckpt.replace(".json", "") / "train_stats.csv")
+    # the refused resumes would have continued in tmp_path: no logs were started there
+    assert not os.path.exists(tmp_path / "train_stats.csv") and not os.path.exists(tmp_path / "model.json")
