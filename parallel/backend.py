@@ -37,6 +37,7 @@ class Backend(ABC):
         """Resident set size in bytes of each worker (empty when there are none)."""
         return []
 
+    @abstractmethod
     def close(self):
         """Stop every worker; safe to call twice."""
 
@@ -63,6 +64,9 @@ class InProcessBackend(Backend):
     def run(self, mode, params, key, indices):
         self.replica.set_parameters(params)
         return [self.replica.compute(mode, key, i) for i in indices]
+
+    def close(self):
+        self.replica = None
 
 
 def available_cpus():

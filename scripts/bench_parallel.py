@@ -9,7 +9,6 @@ over one worker, and the overhead share: the part of the wall time the busiest
 worker did not spend in the engine (messaging, pickling, reduction, optimizer).
 """
 import argparse
-import json
 import os
 import sys
 import time

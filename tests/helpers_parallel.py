@@ -57,19 +57,23 @@ def train_sha(workers, dataset=None, steps=6, batch_size=5, **kwargs):
 
 # ---- fault injection: the test owns the counter file; normal workers write nothing ----
 
-def _count(path):
+def _count(folder):
+    """How many events were recorded in ``folder`` (one file each, so that processes never race)."""
     try:
-        with open(path) as f:
-            return int(f.read() or 0)
+        return len(os.listdir(folder))
     except FileNotFoundError:
         return 0
 
 
-def _bump(path):
-    n = _count(path) + 1
-    with open(path, "w") as f:
-        f.write(str(n))
-    return n
+def _bump(folder):
+    os.makedirs(folder, exist_ok=True)
+    fd = os.open(os.path.join(folder, f"{os.getpid()}-{time.monotonic_ns()}"), os.O_CREAT | os.O_EXCL)
+    os.close(fd)
+    return _count(folder)
+
+
+def count_events(folder):
+    return _count(folder)
 
 
 def crash(mode):
@@ -107,10 +111,6 @@ class FaultyDataset:
     @property
     def labels(self):  # evaluation reads labels in the parent
         return self.base.labels
-
-
-class FaultyDatasetNoLabels(FaultyDataset):
-    labels = None
 
 
 def counting_model_fn(counter, seed=0):

@@ -336,8 +336,8 @@ def bad_inputs(good_checkpoint, tmp):
          "file not found"),
         ("unwritable out", ["--out", tmp / "a_file" / "run"], "cannot write the run folder"),
         ("existing run", ["--out", os.path.dirname(good_checkpoint)], "already exists"),
-        ("resume over another run", ["--resume", tmp / "copy" / "model.json", "--out", os.path.dirname(good_checkpoint)],
-         "already exists"),
+        ("resume over another run",
+         ["--resume", tmp / "copy" / "model.json", "--out", os.path.dirname(good_checkpoint)], "already exists"),
         ("changed config on resume", ["--resume", good_checkpoint, "--lr", "0.5"], "differs from the checkpoint"),
         ("momentum with Adam", ["--momentum", "0.5", "--out", tmp / "o3"], "Adam has no momentum"),
     ]
@@ -358,3 +358,18 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(straight_run, tmp_path
     assert {name: file_digest(os.path.join(run, name)) for name in sorted(os.listdir(run))} == before
     # the refused resumes would have continued in tmp_path: no logs were started there
     assert not os.path.exists(tmp_path / "train_stats.csv") and not os.path.exists(tmp_path / "model.json")
+
+
+@pytest.mark.slow
+def test_memory_stays_flat_over_20000_samples():
+    from parallel.memory import MB, MemoryMonitor
+    data = tiny_dataset(n=400)
+    with tiny_trainer(2, lr=0.01) as trainer:
+        monitor = MemoryMonitor(trainer.backend)
+        for report in trainer.train_steps(data, epochs=50, batch_size=8):
+            if report.step == 250:  # warmed up: 2,000 samples in
+                start = monitor.read(force=True)
+        end = monitor.read(force=True)
+        assert trainer.step * 8 == 20000
+    growth = [(e - s) / MB for s, e in zip([start[0]] + start[1], [end[0]] + end[1])]
+    assert max(growth) < 5, f"RSS growth (MB) of parent and workers: {growth}"

@@ -8,7 +8,7 @@ import time
 import numpy as np
 import pytest
 
-from helpers_parallel import (N_CLASSES, CountingDataset, counting_model_fn, tiny_dataset, tiny_loss,
+from helpers_parallel import (N_CLASSES, CountingDataset, count_events, counting_model_fn, tiny_dataset, tiny_loss,
                               tiny_model, tiny_model_fn, tiny_trainer, train_sha)
 from minigrad import checkpoint
 from minigrad.optimizer import SGD
@@ -148,10 +148,8 @@ def test_model_loss_and_data_reach_each_worker_once(tmp_path):
                              log=lambda line: None) as trainer:
         trainer.fit(data, epochs=3, batch_size=4, max_steps=12)
         trainer.evaluate(data)
-    with open(model_counter) as f:
-        assert int(f.read()) == 2  # one replica per worker, not one per step
-    with open(data_counter) as f:
-        assert int(f.read()) == 2
+    assert count_events(model_counter) == 2  # one replica per worker, not one per step
+    assert count_events(data_counter) == 2
 
 
 def test_evaluate_matches_a_plain_loop():
@@ -199,7 +197,7 @@ def test_nan_loss_names_the_step_and_sample_and_changes_nothing():
     position = epoch_order(len(data), 0, 0).index(first_bad)
     with DataParallelTrainer(tiny_model_fn(), loss_fn, lr=0.05, workers=2, log=lambda line: None) as trainer:
         with pytest.raises(NonFiniteError) as info:
-            for report in trainer.train_steps(data, epochs=1, batch_size=4):
+            for _ in trainer.train_steps(data, epochs=1, batch_size=4):
                 before = trainer.parameters_sha256()
         assert info.value.step == position // 4 + 1
         assert info.value.index == first_bad

@@ -107,7 +107,8 @@ def test_evaluate_reads_the_original_flat_checkpoint(run, tmp_path):
     model = checkpoint.build_model(path)
     flat = tmp_path / "flat.json"
     flat.write_text(json.dumps(model.parameter_values()))  # the original project's format
-    assert evaluate_json(str(flat), "--workers", "0") == dict(evaluate_json(path, "--workers", "0"), checkpoint=str(flat))
+    expected = dict(evaluate_json(path, "--workers", "0"), checkpoint=str(flat))
+    assert evaluate_json(str(flat), "--workers", "0") == expected
 
 
 def test_evaluate_report_and_bad_checkpoint(run, tmp_path):
