@@ -123,6 +123,9 @@ class ProcessBackend(Backend):
 
     def start(self, payload):
         self._payload = cloudpickle.dumps(payload)
+        self._start_all()
+
+    def _start_all(self):
         for i in range(self.workers):  # all start before any is fed; close() sees each one at once
             self._slots.append(self._launch(i))
         for slot in self._slots:
@@ -185,6 +188,8 @@ class ProcessBackend(Backend):
             return []
         if self._payload is None:
             raise RuntimeError("ProcessBackend.run before start")
+        if not self._slots:
+            self._start_all()  # closed after an error or an interruption: a fresh pool
         self._job += 1
         self._current = (self._job, mode, params, key, indices)
         results = [None] * len(indices)

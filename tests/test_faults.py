@@ -373,3 +373,15 @@ def test_memory_stays_flat_over_20000_samples():
         assert trainer.step * 8 == 20000
     growth = [(e - s) / MB for s, e in zip([start[0]] + start[1], [end[0]] + end[1])]
     assert max(growth) < 5, f"RSS growth (MB) of parent and workers: {growth}"
+
+
+def test_training_continues_after_a_worker_error(tmp_path):
+    """The pool stops on an error; the next call starts a fresh one and the run ends as usual."""
+    undisturbed, _ = train_sha(0, steps=STEPS, batch_size=BATCH)
+    data = FaultyDataset(tiny_dataset(), sample_at(3, 0), "raise", str(tmp_path / "faults"), times=1)
+    with tiny_trainer(2) as trainer:
+        with pytest.raises(WorkerError):
+            trainer.fit(data, epochs=10, batch_size=BATCH, max_steps=STEPS)
+        assert trainer.step == 2 and trainer.backend.pids() == []
+        trainer.fit(data, epochs=10, batch_size=BATCH, max_steps=STEPS)
+        assert trainer.parameters_sha256() == undisturbed
