@@ -2,8 +2,10 @@
 
 Inside ``stop_on_signals()`` the first SIGINT or SIGTERM raises ``TrainingInterrupted``
 in the main thread, except inside a ``deferred_signals()`` block (a parameter update,
-a checkpoint's ``os.replace``), where it is remembered and raised when the block ends.
-Outside ``stop_on_signals()`` both helpers change nothing.
+a checkpoint's ``os.replace``), where it is remembered and raised when the block ends;
+signals after that first one find the run already stopping and are ignored. Outside
+``stop_on_signals()`` both helpers change nothing. ``ignore_further_signals()`` is for
+the way out: the final checkpoint and the exit code are no longer interruptible.
 """
 import contextlib
 import signal
@@ -18,16 +20,18 @@ class _State:
     installed = False
     depth = 0       # nesting of deferred_signals blocks
     pending = None  # a signal that arrived inside one
-    ignore = False  # shutting down: further signals change nothing
+    raised = False  # one stop per stop_on_signals block: later signals find the run already stopping
+    final = False   # shutting down: signals stay ignored
 
 
 def _handler(signum, frame):
-    if _State.ignore:
+    if _State.raised:
         return
     if _State.depth:
         if _State.pending is None:
             _State.pending = signum
         return
+    _State.raised = True
     raise TrainingInterrupted(signum)
 
 
@@ -38,13 +42,14 @@ def stop_on_signals():
         yield
         return
     previous = {s: signal.signal(s, _handler) for s in STOP_SIGNALS}
-    _State.installed, _State.pending, _State.ignore = True, None, False
+    _State.installed, _State.pending, _State.raised = True, None, False
     try:
         yield
     finally:
-        for s, h in previous.items():
-            signal.signal(s, h)
-        _State.installed, _State.pending, _State.ignore = False, None, False
+        if not _State.final:
+            for s, h in previous.items():
+                signal.signal(s, h)
+        _State.installed, _State.pending, _State.raised = False, None, False
 
 
 @contextlib.contextmanager
@@ -55,19 +60,20 @@ def deferred_signals():
         yield
     finally:
         _State.depth -= 1
-    if _State.depth == 0 and _State.pending is not None and not _State.ignore:
+    if _State.depth == 0 and _State.pending is not None and not _State.final:
         signum, _State.pending = _State.pending, None
+        _State.raised = True
         raise TrainingInterrupted(signum)
 
 
-@contextlib.contextmanager
-def ignored_signals():
-    """Shutting down after a stop (the final checkpoint): more Ctrl-C's are ignored."""
-    _State.ignore = True
-    try:
-        yield
-    finally:
-        _State.ignore = False
+def ignore_further_signals():
+    """Shutting down for good (saving the final checkpoint, then exiting): from now on SIGINT
+    and SIGTERM are ignored, so an impatient second Ctrl-C cannot cut the save short or turn
+    the exit into a KeyboardInterrupt. ``stop_on_signals`` then leaves them ignored."""
+    _State.final = True
+    if threading.current_thread() is threading.main_thread():
+        for s in STOP_SIGNALS:
+            signal.signal(s, signal.SIG_IGN)
 
 
 def pending_signal():

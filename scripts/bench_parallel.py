@@ -3,10 +3,11 @@
     python scripts/bench_parallel.py                      # workers 0..2, batch sizes 2, 8, 32
     python scripts/bench_parallel.py --max-workers 8 --json bench.json
 
-Each configuration trains the reference CNN on MNIST-5k for a few steps after one
-warm-up step (so pool start-up is not counted) and reports samples/s, the speedup
-over one worker, and the overhead share: the part of the wall time the busiest
-worker did not spend in the engine (messaging, pickling, reduction, optimizer).
+Each configuration trains the reference CNN on MNIST-5k (SGD with momentum) after one
+warm-up step (so pool start-up is not counted), in --repeat windows of --samples samples,
+and reports the best window: samples/s, the speedup over one worker, the overhead share
+(the part of the wall time the busiest worker did not spend in the engine: messaging,
+pickling, reduction, optimizer), that time per step, and the engine's time per sample.
 """
 import argparse
 import os
@@ -26,13 +27,16 @@ def parse_args(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--max-workers", type=positive_int, default=2, help="measure 0, 1, ..., N workers")
     p.add_argument("--batch-sizes", type=positive_int, nargs="+", default=[2, 8, 32])
-    p.add_argument("--samples", type=positive_int, default=192, help="samples timed per configuration")
+    p.add_argument("--samples", type=positive_int, default=192, help="samples per timed window")
+    p.add_argument("--repeat", type=positive_int, default=3, help="timed windows per configuration; the best counts")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
 
-def measure(workers, batch_size, samples, seed, train):
+def measure(workers, batch_size, samples, repeat, seed, train):
+    """The best of ``repeat`` timed windows of ``samples`` samples (as timeit does: the machine
+    is shared, and the fastest window is the one least disturbed by other processes)."""
     from minigrad import nn
     from minigrad.losses import mse_loss, one_hot_pm1
     from parallel import DataParallelTrainer
@@ -41,8 +45,10 @@ def measure(workers, batch_size, samples, seed, train):
     with DataParallelTrainer(lambda: nn.CNN.reference(seed=seed),
                              lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
                              lr=0.01, momentum=0.9, workers=workers, seed=seed) as trainer:
-        reports = list(trainer.train_steps(train, epochs=1000, batch_size=batch_size, max_steps=steps + 1))
-    timed = reports[1:]  # the first step pays for starting the pool
+        reports = list(trainer.train_steps(train, epochs=1000, batch_size=batch_size,
+                                           max_steps=1 + repeat * steps))
+    windows = [reports[1 + k * steps:1 + (k + 1) * steps] for k in range(repeat)]  # step 1 starts the pool
+    timed = min(windows, key=lambda w: sum(r.seconds for r in w))
     seconds = sum(r.seconds for r in timed)
     engine = sum(r.engine_seconds for r in timed)
     n = sum(r.samples for r in timed)
@@ -67,7 +73,7 @@ def main(argv=None):
     for batch_size in args.batch_sizes:
         one = None
         for workers in range(args.max_workers + 1):
-            row = measure(workers, batch_size, args.samples, args.seed, train)
+            row = measure(workers, batch_size, args.samples, args.repeat, args.seed, train)
             if workers == 1:
                 one = row["samples_per_s"]
             row["speedup_vs_1"] = row["samples_per_s"] / one if one else None

@@ -296,14 +296,14 @@ class Run:
         return f"the last checkpoint ({self.checkpoint_path}, step {self.saved_step}) is unchanged"
 
     def stop(self, message, save):
-        from parallel.signals import ignored_signals
+        from parallel.signals import ignore_further_signals
+        ignore_further_signals()  # another Ctrl-C must not cut the final save short
         self.progress.close()
-        with ignored_signals():  # one more Ctrl-C must not cut the final save short
-            self.trainer.close()
-            if save:
-                self.save()
-            self.train_log.close()
-            self.test_log.close()
+        self.trainer.close()
+        if save:
+            self.save()
+        self.train_log.close()
+        self.test_log.close()
         print(message, file=sys.stderr, flush=True)
 
     def finish(self):

@@ -186,15 +186,21 @@ def straight_run(tmp_path_factory):
     return sha_line(done.stdout), out
 
 
-@pytest.mark.parametrize("signum,code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
-def test_signal_saves_the_last_step_and_exits(signum, code, tmp_path):
+@pytest.mark.parametrize("signals,code", [
+    ([signal.SIGINT], 130),
+    ([signal.SIGTERM], 143),
+    ([signal.SIGINT, signal.SIGINT, signal.SIGINT], 130),  # impatient Ctrl-C's while it saves
+])
+def test_signal_saves_the_last_step_and_exits(signals, code, tmp_path):
     proc = start_script("train_parallel.py", *train_args(tmp_path, "--max-steps", "100000"))
     try:
         wait_for_rows(proc, tmp_path / "train_stats.csv", 6)
         children = descendants(proc.pid)
         assert len(children) >= 2
         start = time.monotonic()
-        proc.send_signal(signum)
+        for signum in signals:
+            proc.send_signal(signum)
+            time.sleep(0.02)
         out, err = proc.communicate(timeout=10)
     finally:
         proc.kill()

@@ -133,7 +133,7 @@ def test_evaluate_on_the_official_test_set(run):
 def test_bench_writes_json(tmp_path):
     path = tmp_path / "bench.json"
     done = run_script("bench_parallel.py", "--max-workers", "1", "--batch-sizes", "2", "--samples", "4",
-                      "--json", path)
+                      "--repeat", "2", "--json", path)
     assert done.returncode == 0, done.stderr
     assert "samples/s" in done.stdout
     results = json.loads(path.read_text())["results"]
