@@ -116,6 +116,7 @@ def make_config(given, resume):
     saved = resume.get("config")
     if not isinstance(saved, dict) or sorted(saved) != sorted(DEFAULTS):
         raise UserError(f"{resume.path}: expected a training checkpoint with a config of {sorted(DEFAULTS)}")
+    check_saved_config(saved, resume.path)
     for key, value in given.items():
         if key not in RUNTIME_KEYS and saved[key] != value:
             flag = "--" + key.replace("_", "-")
@@ -123,6 +124,27 @@ def make_config(given, resume):
                             f"a resumed run keeps its config")
     # it continues in the checkpoint's own folder (wherever that is now) unless --out says otherwise
     return {**saved, "out": None, **{k: v for k, v in given.items() if k in RUNTIME_KEYS}}
+
+
+def check_saved_config(config, path):
+    """A checkpoint's config passes the checks its arguments once passed (the file may be edited)."""
+    checks = {"epochs": integer(1), "batch_size": integer(1), "lr": nonnegative_float,
+              "momentum": nonnegative_float, "seed": integer(-2 ** 63), "checkpoint_every": integer(1)}
+    choices = {"lr_schedule": ("constant", "cosine", "step"), "optimizer": ("sgd", "adam"),
+               "data": ("mnist5k", "mnist")}
+    for key, check in checks.items():
+        try:
+            ok = not isinstance(config[key], bool) and check(str(config[key])) == config[key]
+        except argparse.ArgumentTypeError:
+            ok = False
+        if not ok:
+            raise UserError(f"{path}: config {key} = {config[key]!r} is not a valid --{key.replace('_', '-')}")
+    for key, allowed in choices.items():
+        if config[key] not in allowed:
+            raise UserError(f"{path}: config {key} = {config[key]!r}, expected one of {list(allowed)}")
+    steps = config["max_steps"]
+    if steps is not None and (isinstance(steps, bool) or not isinstance(steps, int) or steps < 1):
+        raise UserError(f"{path}: config max_steps = {steps!r} is not a valid --max-steps")
 
 
 def default_out(resume):
@@ -165,7 +187,7 @@ def main(argv=None):
         for w in caught:
             note(f"warning: {w.message}")  # e.g. more workers than CPUs
         if resume is not None:
-            restore(trainer, resume)
+            restore(trainer, resume, len(train), config)
     except (UserError, DataError, checkpoint.CheckpointError, RunFolderError) as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
@@ -192,15 +214,20 @@ def main(argv=None):
     return 0
 
 
-def restore(trainer, resume):
-    """Parameters, optimizer state, step and data order from a training checkpoint."""
+def restore(trainer, resume, n_train, config):
+    """Parameters, optimizer state, step and data order from a training checkpoint (all checked now,
+    before anything starts)."""
     from minigrad import checkpoint
+    from parallel.data_order import DataOrder
     if "trainer" not in resume:
         raise UserError(f"{resume.path}: expected a training checkpoint (with a 'trainer' field), "
                         f"got a model-only checkpoint")
     checkpoint.load_into(trainer.model, resume)
     try:
         trainer.load_state_dict(resume["trainer"])
+        order = resume["trainer"]["data_order"]
+        if order is not None:
+            DataOrder(n_train, config["batch_size"], config["seed"]).load_state_dict(order)
     except ValueError as e:
         raise UserError(f"{resume.path}: {e}") from None
 

@@ -320,6 +320,12 @@ def bad_inputs(good_checkpoint, tmp):
     (tmp / "shape.json").write_text(json.dumps(short))
     other = dict(ckpt, model=tiny_model().config(), parameters=tiny_model().state_dict())
     (tmp / "other.json").write_text(json.dumps(other))
+    edited = json.loads(text)
+    edited["config"]["epochs"] = -1
+    (tmp / "edited.json").write_text(json.dumps(edited))
+    reordered = json.loads(text)
+    reordered["trainer"]["data_order"]["order"][0] = reordered["trainer"]["data_order"]["order"][1]
+    (tmp / "reordered.json").write_text(json.dumps(reordered))
     model_only = {k: ckpt[k] for k in ("format", "version", "model", "parameters")}
     (tmp / "model_only.json").write_text(json.dumps(model_only))
     idx = tmp / "idx"
@@ -336,6 +342,8 @@ def bad_inputs(good_checkpoint, tmp):
         ("wrong shape", ["--resume", tmp / "shape.json"], "hidden.bias"),
         ("other architecture", ["--resume", tmp / "other.json"], "different architecture"),
         ("model-only checkpoint", ["--resume", tmp / "model_only.json"], "expected a training checkpoint"),
+        ("edited config", ["--resume", tmp / "edited.json"], "config epochs = -1 is not a valid --epochs"),
+        ("broken data order", ["--resume", tmp / "reordered.json"], "data order to be a permutation"),
         ("missing checkpoint", ["--resume", tmp / "missing.json"], "missing.json: no such file"),
         ("corrupt IDX", ["--data", "mnist", "--data-dir", idx, "--out", tmp / "o1"], "train-images-idx3-ubyte"),
         ("missing data dir", ["--data", "mnist", "--data-dir", tmp / "nowhere", "--out", tmp / "o2"],
