@@ -9,24 +9,26 @@ Library API
     from minigrad.data import load_mnist5k
     from minigrad.losses import mse_loss, one_hot_pm1
 
-    trainer = DataParallelTrainer(
-        model_fn=lambda: nn.CNN.reference(seed=0),          # built in the parent and once per worker
-        loss_fn=lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
-        optimizer="sgd", lr=0.05, momentum=0.9, lr_schedule="cosine",
-        workers=2, backend="process", seed=0)
-    with trainer:
-        history = trainer.fit(load_mnist5k("train"), epochs=3, batch_size=8, test=load_mnist5k("test"))
-        print(trainer.evaluate(load_mnist5k("test")).accuracy, trainer.parameters_sha256())
+    if __name__ == "__main__":  # workers start by forkserver or spawn, which import this module
+        trainer = DataParallelTrainer(
+            model_fn=lambda: nn.CNN.reference(seed=0),      # built in the parent and once per worker
+            loss_fn=lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
+            optimizer="adam", lr=0.003, lr_schedule="cosine", workers=2, seed=0)
+        with trainer:
+            history = trainer.fit(load_mnist5k("train"), epochs=3, batch_size=8, test=load_mnist5k("test"))
+            print(trainer.evaluate(load_mnist5k("test")).accuracy, trainer.parameters_sha256())
 
 ``DataParallelTrainer(model_fn, loss_fn, optimizer="sgd" | "adam" | fn(parameters),
 lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant" | "cosine" | "step" | fn(step, total),
 workers=None (one per CPU; 0 = in this process), backend="process" | Backend, seed=0,
 predict_fn=None, start_method=None, max_crashes=3, log=None)``
 
-* ``.fit(train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None)``
+* ``.fit(train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None)``:
+  trains from ``.step`` until the run has done ``epochs`` epochs (or ``max_steps`` steps) in all
 * ``.train_steps(train, epochs, batch_size, max_steps=None)``: a generator of ``StepReport``s,
   for a loop that logs and checkpoints between steps (``scripts/train_parallel.py``)
-* ``.evaluate(dataset)`` -> ``Evaluation`` (``loss``, ``accuracy``, ``n``, ``predictions``, ``confusion``)
+* ``.evaluate(dataset)`` -> ``Evaluation`` (``loss``, ``accuracy``, ``n``, ``predictions``, ``confusion``,
+  the latter None when the targets are not class indices)
 * ``.start(*datasets)``: start the workers and send them the datasets now (else the first use does)
 * ``.state_dict()`` / ``.load_state_dict(state)``: step, data order and optimizer state for a checkpoint
 * ``.model``, ``.optimizer``, ``.step``, ``.parameters_sha256()``, ``.close()``
