@@ -123,6 +123,7 @@ class ProcessBackend(Backend):
 
     def start(self, payload):
         self._payload = cloudpickle.dumps(payload)
+        self._datasets = {}
         self._start_all()
 
     def _start_all(self):

@@ -246,9 +246,9 @@ class DataParallelTrainer:
         return total, loss / n
 
     def fit(self, train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None):
-        """Train and return the history ``{"train": [(step, loss)], "test": [(epoch, Evaluation)]}``.
+        """Train and return the history ``{"train": [(step, loss)], "test": [(epochs done, Evaluation)]}``.
 
-        ``on_step(report)`` runs after every step, ``on_epoch(epoch, evaluation)`` after
+        ``on_step(report)`` runs after every step, ``on_epoch(epochs_done, evaluation)`` after
         every epoch (evaluation is None without ``test``). SIGINT/SIGTERM raise
         ``TrainingInterrupted`` with the model at the last completed step.
         """
@@ -262,9 +262,9 @@ class DataParallelTrainer:
                     on_step(report)
                 if report.epoch_end:
                     evaluation = self.evaluate(test) if test is not None else None
-                    history["test"].append((report.epoch, evaluation))
+                    history["test"].append((report.epoch + 1, evaluation))
                     if on_epoch:
-                        on_epoch(report.epoch, evaluation)
+                        on_epoch(report.epoch + 1, evaluation)
         return history
 
     def evaluate(self, dataset):

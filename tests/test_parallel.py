@@ -284,3 +284,15 @@ def test_signal_inside_a_deferred_block_waits_for_its_end():
         order.append("raised after")
     assert order == ["block finished", "raised after"]
     assert info.value.exit_code == 143
+
+
+def test_fit_evaluates_after_each_epoch_and_reports_steps():
+    data, test = tiny_dataset(n=12), tiny_dataset(n=6, seed=2)
+    steps, epochs = [], []
+    with tiny_trainer(2) as trainer:
+        history = trainer.fit(data, epochs=2, batch_size=5, test=test, on_step=lambda r: steps.append(r.step),
+                              on_epoch=lambda done, ev: epochs.append((done, ev.n)))
+        final = trainer.evaluate(test)
+    assert steps == [1, 2, 3, 4, 5, 6] and epochs == [(1, 6), (2, 6)]  # 12 samples: batches of 5, 5, 2
+    assert [s for s, _ in history["train"]] == steps
+    assert history["test"][-1][1].loss == final.loss
