@@ -22,6 +22,7 @@ multiply and one add per weight, the graph a learner draws by hand. Both compute
 values bit for bit; their gradients agree to rounding (about 1e-12 relative), since the fused
 layer adds a shared weight's contributions in another order. The fused one is many times faster.
 """
+import functools
 import math
 import numbers
 import random
@@ -36,6 +37,17 @@ INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for ta
 
 def _rng(seed):
     return seed if isinstance(seed, random.Random) else random.Random(seed)
+
+
+class _model_or_class_method:
+    """A method that receives the instance when called on one, the class when called on the class."""
+
+    def __init__(self, fn):
+        self.fn = fn
+        self.__doc__ = fn.__doc__
+
+    def __get__(self, obj, cls):
+        return functools.partial(self.fn, cls if obj is None else obj)
 
 
 class Module(ABC):
@@ -146,11 +158,22 @@ class Module(ABC):
         from . import checkpoint
         checkpoint.save(path, self, **extra)
 
-    def load(self, path):
-        """Load parameters from a checkpoint file into this model (both formats); all or nothing."""
+    @_model_or_class_method
+    def load(self_or_cls, path):
+        """Load a checkpoint (the project's JSON or the original flat array); all or nothing.
+
+        ``model.load(path)`` sets this model's parameters and returns it; ``CNN.load(path)``
+        builds a new model from the checkpoint's architecture (a flat array: the reference CNN).
+        """
         from . import checkpoint
-        checkpoint.load_into(self, checkpoint.read(path))
-        return self
+        ckpt = checkpoint.read(path)
+        if not isinstance(self_or_cls, type):
+            return checkpoint.load_into(self_or_cls, ckpt)
+        model = checkpoint.build_model(ckpt)
+        if not isinstance(model, self_or_cls):
+            raise checkpoint.CheckpointError(
+                f"{path}: expected a {self_or_cls.__name__} checkpoint, got a {type(model).__name__}")
+        return model
 
 
 def _nest(flat, shape):

@@ -427,3 +427,17 @@ def test_parameters_sha256_sees_one_ulp_and_order():
     values[0], values[1] = values[1], values[0]
     assert parameters_sha256(values) != digest
     assert parameters_sha256([0.0]) != parameters_sha256([-0.0])
+
+
+def test_cnn_load_on_the_class_builds_the_model_and_on_a_model_fills_it(tmp_path):
+    trained = nn.CNN.reference(seed=3)
+    trained.save(tmp_path / "model.json")
+    (tmp_path / "flat.json").write_text(json.dumps(trained.parameter_values()))
+    for name in ("model.json", "flat.json"):
+        built = nn.CNN.load(tmp_path / name)
+        assert isinstance(built, nn.CNN) and built.parameter_values() == trained.parameter_values()
+        filled = nn.CNN.reference(seed=4)
+        assert filled.load(tmp_path / name) is filled
+        assert filled.parameter_values() == trained.parameter_values()
+    with pytest.raises(CheckpointError, match="expected a Linear checkpoint, got a CNN"):
+        nn.Linear.load(tmp_path / "model.json")
