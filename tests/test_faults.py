@@ -4,6 +4,7 @@ time limit; script-level faults run the real script in a subprocess with a timeo
 import hashlib
 import json
 import os
+import select
 import signal
 import subprocess
 import sys
@@ -134,6 +135,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     script.write_text(PARENT.format(tests=os.path.join(ROOT, "tests")))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
     try:
+        assert select.select([proc.stdout], [], [], 60)[0], "the trainer printed no pids within 60s"
         pids = [int(p) for p in proc.stdout.readline().split()]
         assert len(pids) == 2 and alive(pids) == pids
     finally:
