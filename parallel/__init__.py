@@ -20,8 +20,8 @@ Library API
 
 ``DataParallelTrainer(model_fn, loss_fn, optimizer="sgd" | "adam" | fn(parameters),
 lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant" | "cosine" | "step" | fn(step, total),
-workers=None (one per CPU; 0 = in this process), backend="process" | Backend, seed=0,
-predict_fn=None, start_method=None, max_crashes=3, log=None)``
+workers=None (one per CPU; 0 = in this process), backend="process" | "dask" | Backend, seed=0,
+predict_fn=None, start_method=None, max_crashes=3, log=None, scheduler=None)``
 
 * ``.fit(train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None)``:
   trains from ``.step`` until the run has done ``epochs`` epochs (or ``max_steps`` steps) in all
@@ -70,7 +70,10 @@ Gradients and parameters travel as one float64 buffer in *tensor order*: the ten
 files, and exit when their pipe reaches EOF or their parent changes. A backend is
 ``start(payload)`` / ``add_dataset(key, dataset)`` / ``run(mode, params, key, indices)`` /
 ``close()`` (``parallel.backend.Backend``); ``InProcessBackend`` is workers=0 and
-``ProcessBackend`` the pool, so another (e.g. Dask) is one more class in ``BACKENDS``.
+``ProcessBackend`` the pool, and ``parallel.dask_backend.DaskBackend`` runs the same work on
+dask.distributed: ``backend="dask", scheduler="tcp://host:port"`` (or a ``distributed.Client``)
+joins a running cluster, and ``backend="dask"`` alone starts a LocalCluster of ``workers``
+processes on 127.0.0.1. The results are the same bits whichever backend computes them.
 """
 from .backend import Backend, InProcessBackend
 from .errors import NonFiniteError, SampleCrashError, TrainingInterrupted, WorkerError

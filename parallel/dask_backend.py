@@ -34,6 +34,9 @@ from .process_pool import split_contiguous
 from .replica import Replica, SampleResult
 
 
+CONNECT_SECONDS = 10
+
+
 def _plugin_base():
     from distributed.diagnostics.plugin import WorkerPlugin
     return WorkerPlugin
@@ -73,6 +76,8 @@ class DaskBackend(Backend):
     def __init__(self, workers=2, scheduler=None, client=None, log=None, **_ignored):
         if client is not None and scheduler is not None:
             raise ValueError("Expected a scheduler address or a client, got both")
+        if scheduler is not None and not isinstance(scheduler, str):
+            scheduler, client = None, scheduler  # a distributed.Client given as the scheduler
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
         self.cluster = None
@@ -90,7 +95,10 @@ class DaskBackend(Backend):
             self.cluster = local_cluster(self.requested_workers)
             self.client = Client(self.cluster)
         elif self.client is None:
-            self.client = Client(self.scheduler)
+            try:
+                self.client = Client(self.scheduler, timeout=CONNECT_SECONDS)
+            except OSError as e:  # refused, unreachable, timed out
+                raise ConnectionError(f"cannot reach the Dask scheduler at {self.scheduler}: {e}") from None
         self._register(f"minigrad-{self.token}", cloudpickle.dumps(payload))
 
     def add_dataset(self, key, dataset):

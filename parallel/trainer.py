@@ -23,7 +23,12 @@ from .process_pool import ProcessBackend, available_cpus
 from .replica import Payload, TensorLayout, get_sample, pack, tensor_order_parameters
 from .signals import deferred_signals, stop_on_signals
 
-BACKENDS = {"process": ProcessBackend}
+def _dask_backend(workers, scheduler=None, log=None, **_process_options):
+    from .dask_backend import DaskBackend  # dask is optional: pip install "minigrad[distributed]"
+    return DaskBackend(workers, scheduler=scheduler, log=log)
+
+
+BACKENDS = {"process": ProcessBackend, "dask": _dask_backend}
 OPTIMIZERS = {"sgd": SGD, "adam": Adam}
 SCHEDULES = ("constant", "cosine", "step")
 
@@ -76,17 +81,26 @@ def _confusion(predictions, labels):
     return matrix
 
 
-def make_backend(backend, workers, start_method=None, max_crashes=3, log=None):
-    """workers=0: in-process; otherwise the named backend (``BACKENDS``) or a Backend instance."""
+def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, scheduler=None):
+    """workers=0: in-process; otherwise the named backend (``BACKENDS``) or a Backend instance.
+
+    ``scheduler`` (a "tcp://host:port" address or a ``distributed.Client``) goes with
+    backend="dask"; without it the Dask backend starts a LocalCluster of ``workers`` processes.
+    """
     if isinstance(backend, Backend):
         return backend
     if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
         raise ValueError(f"Expected workers to be an integer >= 0, got {workers!r}")
-    if workers == 0:
-        return InProcessBackend()
     if backend not in BACKENDS:
         raise ValueError(f"Expected a backend in {sorted(BACKENDS)}, got {backend!r}")
-    return BACKENDS[backend](workers, start_method=start_method, max_crashes=max_crashes, log=log)
+    if scheduler is not None and backend != "dask":
+        raise ValueError(f"Expected backend 'dask' with a scheduler, got {backend!r}")
+    if workers == 0 and scheduler is None:
+        return InProcessBackend()
+    options = {"start_method": start_method, "max_crashes": max_crashes, "log": log}
+    if scheduler is not None:
+        options["scheduler"] = scheduler
+    return BACKENDS[backend](workers, **options)
 
 
 class DataParallelTrainer:
@@ -102,7 +116,7 @@ class DataParallelTrainer:
 
     def __init__(self, model_fn, loss_fn, optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
                  lr_schedule="constant", workers=None, backend="process", seed=0, predict_fn=None,
-                 start_method=None, max_crashes=3, log=None):
+                 start_method=None, max_crashes=3, log=None, scheduler=None):
         if lr_schedule not in SCHEDULES and not callable(lr_schedule):
             raise ValueError(f"Expected lr_schedule in {list(SCHEDULES)} or a function, got {lr_schedule!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -114,7 +128,7 @@ class DataParallelTrainer:
         self.lr_schedule = lr_schedule
         self.seed = seed
         self.workers = available_cpus() if workers is None else workers
-        self.backend = make_backend(backend, self.workers, start_method, max_crashes, log)
+        self.backend = make_backend(backend, self.workers, start_method, max_crashes, log, scheduler)
         self.layout = TensorLayout(self.model)
         self.step = 0
         self.data_order = None

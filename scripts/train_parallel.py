@@ -43,10 +43,11 @@ DEFAULTS = {
     "max_steps": None,
     "checkpoint_every": 100,
     "backend": "process",
+    "scheduler": None,
     "quiet": False,
 }
 # What a resumed run may change: where and how it runs, not what it computes.
-RUNTIME_KEYS = ("workers", "backend", "out", "checkpoint_every", "quiet", "data_dir", "download")
+RUNTIME_KEYS = ("workers", "backend", "scheduler", "out", "checkpoint_every", "quiet", "data_dir", "download")
 
 
 class UserError(ValueError):
@@ -98,7 +99,10 @@ def parse_args(argv):
     p.add_argument("--max-steps", type=integer(1), help="stop after this many steps (the schedule spans them)")
     p.add_argument("--checkpoint-every", type=integer(1), help="steps between checkpoints (default 100)")
     p.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this model.json")
-    p.add_argument("--backend", choices=sorted(BACKENDS), help="how workers run (default process)")
+    p.add_argument("--backend", choices=sorted(BACKENDS), help="how workers run: process (a pool on this "
+                   "machine) or dask (dask.distributed; default process)")
+    p.add_argument("--scheduler", metavar="tcp://HOST:PORT", help="with --backend dask: a running Dask "
+                   "scheduler (default: a LocalCluster of --workers processes on 127.0.0.1)")
     p.add_argument("--quiet", action="store_true", help="no progress bar or epoch lines")
     return p.parse_args(argv)
 
@@ -112,6 +116,7 @@ def make_config(given, resume):
             config["momentum"] = 0.9 if config["optimizer"] == "sgd" else 0.0
         if config["optimizer"] == "adam" and config["momentum"]:
             raise UserError(f"--momentum {config['momentum']} applies to --optimizer sgd; Adam has no momentum")
+        check_scheduler(config)
         return config
     saved = resume.get("config")
     if not isinstance(saved, dict) or sorted(saved) != sorted(DEFAULTS):
@@ -123,7 +128,14 @@ def make_config(given, resume):
             raise UserError(f"{flag} {value} differs from the checkpoint's {saved[key]}; "
                             f"a resumed run keeps its config")
     # it continues in the checkpoint's own folder (wherever that is now) unless --out says otherwise
-    return {**saved, "out": None, **{k: v for k, v in given.items() if k in RUNTIME_KEYS}}
+    config = {**saved, "out": None, **{k: v for k, v in given.items() if k in RUNTIME_KEYS}}
+    check_scheduler(config)
+    return config
+
+
+def check_scheduler(config):
+    if config["scheduler"] and config["backend"] != "dask":
+        raise UserError(f"--scheduler goes with --backend dask, got --backend {config['backend']}")
 
 
 def check_saved_config(config, path):
@@ -183,7 +195,7 @@ def main(argv=None):
             trainer = DataParallelTrainer(
                 reference_model_fn(seed), pm1_mse_loss, optimizer=config["optimizer"], lr=config["lr"],
                 momentum=config["momentum"], lr_schedule=config["lr_schedule"], workers=config["workers"],
-                backend=config["backend"], seed=seed, log=lambda line: note(f"warning: {line}"))
+                backend=config["backend"], scheduler=config["scheduler"], seed=seed, log=lambda line: note(f"warning: {line}"))
         for w in caught:
             note(f"warning: {w.message}")  # e.g. more workers than CPUs
         if resume is not None:
@@ -206,7 +218,7 @@ def main(argv=None):
         except WorkerError as e:
             run.stop(f"error: {e}\n{run.last_checkpoint_note()}", save=False)
             return 1
-        except (UserError, DataError, checkpoint.CheckpointError, RunFolderError) as e:
+        except (UserError, DataError, checkpoint.CheckpointError, RunFolderError, ConnectionError) as e:
             run.stop(f"error: {e}", save=False)
             return 2
         # ---- results ----

@@ -96,3 +96,27 @@ def test_an_exception_in_a_dask_worker_stops_training_with_its_message(cluster):
 
     with pytest.raises(WorkerError, match="a bug in the user's loss"):
         train(DaskBackend(scheduler=cluster.scheduler_address), 2, loss_fn=broken_loss)
+
+
+def test_script_with_the_dask_backend_matches_the_process_pool(tmp_path):
+    from helpers_parallel import run_script
+    args = ["--batch-size", "4", "--max-steps", "6", "--quiet"]
+    shas = []
+    for extra in (["--backend", "dask", "--workers", "2"], ["--workers", "0"]):
+        done = run_script("train_parallel.py", *args, *extra, "--out", tmp_path / extra[-1])
+        assert done.returncode == 0, done.stderr
+        shas.append([line for line in done.stdout.splitlines() if line.startswith("parameters sha256")])
+    assert shas[0] == shas[1] and shas[0]
+
+
+@pytest.mark.parametrize("args,message", [
+    (["--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"], "error: cannot reach the Dask scheduler at "
+                                                                "tcp://127.0.0.1:9"),
+    (["--scheduler", "tcp://127.0.0.1:9"], "error: --scheduler goes with --backend dask, got --backend process"),
+])
+def test_script_scheduler_errors_are_one_line(tmp_path, args, message):
+    from helpers_parallel import run_script
+    done = run_script("train_parallel.py", *args, "--max-steps", "1", "--quiet", "--out", tmp_path / "run")
+    assert done.returncode == 2
+    assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
+    assert not (tmp_path / "run" / "model.json").exists()
