@@ -285,14 +285,21 @@ class AddBackward(GradFunction):
         return (grad,) if self.b is None else (grad, grad)
 
 
-class NegBackward(GradFunction):
-    __slots__ = ("a",)
+class UnaryBackward(GradFunction):
+    """An op of one Value ``a``, with the one number its derivative needs (``saved``), if any."""
 
-    def __init__(self, a):
+    __slots__ = ("a", "saved")
+
+    def __init__(self, a, saved=None):
         self.a = a
+        self.saved = saved
 
     def inputs(self):
         return (self.a,)
+
+
+class NegBackward(UnaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         self.a.grad -= grad
@@ -320,21 +327,16 @@ class MulBackward(GradFunction):
         return (grad * self.b, grad * self.a)
 
 
-class MulConstBackward(GradFunction):
-    __slots__ = ("a", "c")
+class MulConstBackward(UnaryBackward):
+    """``a * c`` for a number ``c`` (saved)."""
 
-    def __init__(self, a, c):
-        self.a = a
-        self.c = c
-
-    def inputs(self):
-        return (self.a,)
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
-        self.a.grad += grad * self.c
+        self.a.grad += grad * self.saved
 
     def gradient_graph(self, grad):
-        return (grad * self.c,)
+        return (grad * self.saved,)
 
 
 def _div(a, b):
@@ -380,22 +382,17 @@ def _pow(a, p):
     return math.nan if type(r) is complex else r
 
 
-class PowConstBackward(GradFunction):
-    __slots__ = ("a", "p")
+class PowConstBackward(UnaryBackward):
+    """``a ** p`` for a number ``p`` (saved)."""
 
-    def __init__(self, a, p):
-        self.a = a
-        self.p = p
-
-    def inputs(self):
-        return (self.a,)
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
-        p = self.p
+        p = self.saved
         self.a.grad += grad * p * _pow(self.a.v, p - 1.0) if p != 0.0 else 0.0
 
     def gradient_graph(self, grad):
-        p = self.p
+        p = self.saved
         return (grad * p * self.a ** (p - 1.0) if p != 0.0 else grad * 0.0,)
 
 
@@ -438,14 +435,8 @@ class PowBackward(GradFunction):
         return (d_base, grad * a ** b * a.log())
 
 
-class AbsBackward(GradFunction):
-    __slots__ = ("a",)
-
-    def __init__(self, a):
-        self.a = a
-
-    def inputs(self):
-        return (self.a,)
+class AbsBackward(UnaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         x = self.a.v
@@ -459,14 +450,8 @@ class AbsBackward(GradFunction):
         return (grad * (1.0 if x > 0.0 else -1.0 if x < 0.0 else 0.0),)
 
 
-class ReLUBackward(GradFunction):
-    __slots__ = ("a",)
-
-    def __init__(self, a):
-        self.a = a
-
-    def inputs(self):
-        return (self.a,)
+class ReLUBackward(UnaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         if self.a.v > 0.0:
@@ -476,18 +461,13 @@ class ReLUBackward(GradFunction):
         return (grad * (1.0 if self.a.v > 0.0 else 0.0),)
 
 
-class TanhBackward(GradFunction):
-    __slots__ = ("a", "t")
+class TanhBackward(UnaryBackward):
+    """saved: the output tanh(a)."""
 
-    def __init__(self, a, t):
-        self.a = a
-        self.t = t
-
-    def inputs(self):
-        return (self.a,)
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
-        t = self.t
+        t = self.saved
         self.a.grad += grad * (1.0 - t * t)
 
     def gradient_graph(self, grad):
@@ -502,18 +482,13 @@ def _sigmoid(x):
     return e / (1.0 + e)
 
 
-class SigmoidBackward(GradFunction):
-    __slots__ = ("a", "s")
+class SigmoidBackward(UnaryBackward):
+    """saved: the output sigmoid(a)."""
 
-    def __init__(self, a, s):
-        self.a = a
-        self.s = s
-
-    def inputs(self):
-        return (self.a,)
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
-        s = self.s
+        s = self.saved
         self.a.grad += grad * s * (1.0 - s)
 
     def gradient_graph(self, grad):
@@ -528,18 +503,13 @@ def _exp(x):
         return math.inf
 
 
-class ExpBackward(GradFunction):
-    __slots__ = ("a", "e")
+class ExpBackward(UnaryBackward):
+    """saved: the output exp(a)."""
 
-    def __init__(self, a, e):
-        self.a = a
-        self.e = e
-
-    def inputs(self):
-        return (self.a,)
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
-        self.a.grad += grad * self.e
+        self.a.grad += grad * self.saved
 
     def gradient_graph(self, grad):
         return (grad * self.a.exp(),)
@@ -553,14 +523,8 @@ def _log(x):
     return math.nan
 
 
-class LogBackward(GradFunction):
-    __slots__ = ("a",)
-
-    def __init__(self, a):
-        self.a = a
-
-    def inputs(self):
-        return (self.a,)
+class LogBackward(UnaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         self.a.grad += _div(grad, self.a.v)
