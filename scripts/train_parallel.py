@@ -34,6 +34,7 @@ DEFAULTS = {
     "lr": 0.003,
     "lr_schedule": "cosine",
     "momentum": None,  # 0.9 with --optimizer sgd; Adam has none
+    "weight_decay": 1e-3,
     "optimizer": "adam",
     "seed": 0,
     "data": "mnist5k",
@@ -89,6 +90,8 @@ def parse_args(argv):
                    help="per-step learning rate: cosine decays to 0, step multiplies by 0.1 after each "
                         "third (default cosine)")
     p.add_argument("--momentum", type=nonnegative_float, help="SGD momentum (default 0.9 with --optimizer sgd)")
+    p.add_argument("--weight-decay", type=nonnegative_float, help="L2 penalty added to every gradient, as "
+                   f"torch.optim's weight_decay (default {DEFAULTS['weight_decay']})")
     p.add_argument("--optimizer", choices=["sgd", "adam"], help="default adam")
     p.add_argument("--seed", type=int, help="model initialisation and data order (default 0)")
     p.add_argument("--data", choices=["mnist5k", "mnist"], help="mnist5k: shipped 4,000/1,000 digits; "
@@ -141,7 +144,8 @@ def check_scheduler(config):
 def check_saved_config(config, path):
     """A checkpoint's config passes the checks its arguments once passed (the file may be edited)."""
     checks = {"epochs": integer(1), "batch_size": integer(1), "lr": nonnegative_float,
-              "momentum": nonnegative_float, "seed": integer(-2 ** 63), "checkpoint_every": integer(1)}
+              "momentum": nonnegative_float, "weight_decay": nonnegative_float, "seed": integer(-2 ** 63),
+              "checkpoint_every": integer(1)}
     choices = {"lr_schedule": ("constant", "cosine", "step"), "optimizer": ("sgd", "adam"),
                "data": ("mnist5k", "mnist")}
     for key, check in checks.items():
@@ -194,8 +198,9 @@ def main(argv=None):
             warnings.simplefilter("always")
             trainer = DataParallelTrainer(
                 reference_model_fn(seed), pm1_mse_loss, optimizer=config["optimizer"], lr=config["lr"],
-                momentum=config["momentum"], lr_schedule=config["lr_schedule"], workers=config["workers"],
-                backend=config["backend"], scheduler=config["scheduler"], seed=seed, log=lambda line: note(f"warning: {line}"))
+                momentum=config["momentum"], weight_decay=config["weight_decay"],
+                lr_schedule=config["lr_schedule"], workers=config["workers"], backend=config["backend"],
+                scheduler=config["scheduler"], seed=seed, log=lambda line: note(f"warning: {line}"))
         for w in caught:
             note(f"warning: {w.message}")  # e.g. more workers than CPUs
         if resume is not None:
