@@ -2,6 +2,7 @@
 parent, resume after interruption, bad input files. Each asserts the outcome within a
 time limit; script-level faults run the real script in a subprocess with a timeout."""
 import hashlib
+import importlib.util
 import json
 import os
 import select
@@ -302,8 +303,8 @@ def test_checkpoint_file_is_always_whole(tmp_path):
         reader.join()
     assert done.returncode == 0, done.stderr
     assert problems == [] and len(set(reads)) > 5
-    assert sorted(os.listdir(tmp_path)) == sorted(
-        ["model.json", "train_stats.csv", "test_stats.csv", "training.png", "filters.png"])
+    pictures = ["training.png", "filters.png"] if importlib.util.find_spec("matplotlib") else []
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + pictures)
 
 
 def file_digest(path):
@@ -383,7 +384,7 @@ def test_memory_stays_flat_over_20000_samples():
     with tiny_trainer(2, lr=0.01) as trainer:
         monitor = MemoryMonitor(trainer.backend)
         for report in trainer.train_steps(data, epochs=50, batch_size=8):
-            if report.step == 250:  # warmed up: 2,000 samples in
+            if report.step == 625:  # warmed up (PyPy's JIT too): 5,000 samples in
                 start = monitor.read(force=True)
         end = monitor.read(force=True)
         assert trainer.step * 8 == 20000
