@@ -13,7 +13,7 @@ Library API
         trainer = DataParallelTrainer(
             model_fn=lambda: nn.CNN.reference(seed=0),      # built in the parent and once per worker
             loss_fn=lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
-            optimizer="adam", lr=0.003, lr_schedule="cosine", workers=2, seed=0)
+            optimizer="adam", lr=0.004, weight_decay=1e-3, lr_schedule="cosine", workers=2, seed=0)
         with trainer:
             history = trainer.fit(load_mnist5k("train"), epochs=3, batch_size=8, test=load_mnist5k("test"))
             print(trainer.evaluate(load_mnist5k("test")).accuracy, trainer.parameters_sha256())

@@ -31,7 +31,7 @@ DEFAULTS = {
     "workers": None,  # one per CPU
     "epochs": 6,
     "batch_size": 8,
-    "lr": 0.003,
+    "lr": 0.004,
     "lr_schedule": "cosine",
     "momentum": None,  # 0.9 with --optimizer sgd; Adam has none
     "weight_decay": 1e-3,
