@@ -5,6 +5,7 @@ import hashlib
 import importlib.util
 import json
 import os
+import platform
 import select
 import signal
 import subprocess
@@ -389,7 +390,10 @@ def test_memory_stays_flat_over_20000_samples():
         end = monitor.read(force=True)
         assert trainer.step * 8 == 20000
     growth = [(e - s) / MB for s, e in zip([start[0]] + start[1], [end[0]] + end[1])]
-    assert max(growth) < 5, f"RSS growth (MB) of parent and workers: {growth}"
+    # PyPy's RSS keeps rising for a while as its JIT compiles and its GC sizes the heap, then
+    # levels off; a leak of one gradient per sample would still add 20,000 x 43 kB = 860 MB.
+    limit = 5 if platform.python_implementation() == "CPython" else 200
+    assert max(growth) < limit, f"RSS growth (MB) of parent and workers: {growth}"
 
 
 def test_training_continues_after_a_worker_error(tmp_path):
