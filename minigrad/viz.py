@@ -47,7 +47,7 @@ def graph_nodes(root):
 
 def _number(x):
     x = x.v if isinstance(x, Value) else x  # a gradient from create_graph=True is a Value
-    return "%.4g" % x
+    return f"{x:.4g}"
 
 
 def node_label(value, show_grad=True):
@@ -107,7 +107,7 @@ def render(root, path, format=None, show_grad=True, rankdir="LR", max_nodes=500)
     dot = shutil.which("dot")
     if dot is None:
         raise RuntimeError(DOT_NOT_FOUND)
-    result = subprocess.run([dot, "-T" + fmt, dot_path], stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    result = subprocess.run([dot, "-T" + fmt, dot_path], capture_output=True)
     if result.returncode != 0:
         raise RuntimeError(f"Graphviz 'dot' failed on {dot_path} (exit code {result.returncode}): "
                            f"{result.stderr.decode('utf-8', 'replace').strip()}")

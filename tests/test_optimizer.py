@@ -273,7 +273,8 @@ def test_adam_state_must_match_step():
 
 
 def test_optimizer_from_state_rejects_unknown_type():
-    with pytest.raises(ValueError, match=r"Expected an optimizer state with a type in \['Adam', 'SGD'\], got 'RMSprop'"):
+    with pytest.raises(ValueError,
+                       match=r"Expected an optimizer state with a type in \['Adam', 'SGD'\], got 'RMSprop'"):
         optimizer_from_state([Value(1.0)], {"type": "RMSprop"})
 
 
@@ -286,9 +287,12 @@ BAD_ARGUMENTS = {
     "sgd_bool_lr": (SGD, dict(lr=True), r"Expected lr to be a finite number, got True"),
     "sgd_negative_momentum": (SGD, dict(lr=0.1, momentum=-0.5), r"Expected momentum >= 0, got -0.5"),
     "sgd_negative_weight_decay": (SGD, dict(lr=0.1, weight_decay=-1), r"Expected weight_decay >= 0, got -1"),
-    "sgd_dampening_above_one": (SGD, dict(lr=0.1, momentum=0.9, dampening=1.5), r"Expected dampening <= 1.0, got 1.5"),
-    "nesterov_without_momentum": (SGD, dict(lr=0.1, nesterov=True), r"Expected momentum > 0 and dampening == 0 with nesterov, got momentum=0"),
-    "nesterov_with_dampening": (SGD, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True), r"got momentum=0.9, dampening=0.1"),
+    "sgd_dampening_above_one": (SGD, dict(lr=0.1, momentum=0.9, dampening=1.5),
+                                r"Expected dampening <= 1.0, got 1.5"),
+    "nesterov_without_momentum": (SGD, dict(lr=0.1, nesterov=True),
+                                  r"Expected momentum > 0 and dampening == 0 with nesterov, got momentum=0"),
+    "nesterov_with_dampening": (SGD, dict(lr=0.1, momentum=0.9, dampening=0.1, nesterov=True),
+                                r"got momentum=0.9, dampening=0.1"),
     "nesterov_not_bool": (SGD, dict(lr=0.1, momentum=0.9, nesterov=1), r"Expected nesterov to be True or False, got 1"),
     "adam_negative_lr": (Adam, dict(lr=-1e-3), r"Expected lr >= 0, got -0.001"),
     "adam_beta1_one": (Adam, dict(betas=(1.0, 0.999)), r"Expected betas\[0\] < 1.0, got 1.0"),
@@ -383,7 +387,8 @@ def test_cosine_end_points():
 
 @pytest.mark.parametrize("args,kwargs,message", [
     (("linear", 0.1, 0, 10), {}, r"Expected a schedule in \['constant', 'cosine', 'step'\], got 'linear'"),
-    (("cosine", 0.1, 0, 10), dict(gamma=0.5), r"Expected options of the 'cosine' schedule among \['eta_min'\], got \['gamma'\]"),
+    (("cosine", 0.1, 0, 10), dict(gamma=0.5),
+     r"Expected options of the 'cosine' schedule among \['eta_min'\], got \['gamma'\]"),
     (("cosine", 0.1, 11, 10), {}, r"Expected step <= total_steps \(10\), got 11"),
     (("cosine", 0.1, 0, None), {}, r"Expected total_steps to be an integer >= 1, got None"),
     (("cosine", -0.1, 0, 10), {}, r"Expected base_lr to be a finite number >= 0, got -0.1"),

@@ -159,7 +159,7 @@ def test_same_text_under_different_hash_seeds():
     for seed in ("0", "1", "12345"):
         env = dict(os.environ, PYTHONHASHSEED=seed)
         result = subprocess.run([sys.executable, "-c", script], cwd=root, env=env,
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, universal_newlines=True)
+                                capture_output=True, text=True)
         assert result.returncode == 0, result.stderr
         outputs.append(result.stdout)
     assert outputs[0].startswith("digraph minigrad {")

@@ -36,7 +36,7 @@ def resize_bilinear_aa(array, size):
     return w_rows @ x @ w_cols.T
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def bilinear_aa_weights(in_size, out_size):
     """Return the (out_size, in_size) matrix mapping a 1-D signal to its resize.
 
