@@ -2,6 +2,7 @@
 
     python scripts/bench_parallel.py                      # workers 0..2, batch sizes 2, 8, 32
     python scripts/bench_parallel.py --max-workers 8 --json bench.json
+    python scripts/bench_parallel.py --backend dask --batch-sizes 8 32
 
 Each configuration trains the reference CNN on MNIST-5k (SGD with momentum) after one
 warm-up step (so pool start-up is not counted), in --repeat windows of --samples samples,
@@ -30,11 +31,13 @@ def parse_args(argv=None):
     p.add_argument("--samples", type=positive_int, default=192, help="samples per timed window")
     p.add_argument("--repeat", type=positive_int, default=3, help="timed windows per configuration; the best counts")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--backend", choices=["process", "dask"], default="process",
+                   help="process: the pool; dask: a LocalCluster of that many workers (0 stays in-process)")
     p.add_argument("--json", metavar="PATH", help="also write the results as JSON")
     return p.parse_args(argv)
 
 
-def measure(workers, batch_size, samples, repeat, seed, train):
+def measure(workers, batch_size, samples, repeat, seed, train, backend="process"):
     """The best of ``repeat`` timed windows of ``samples`` samples (as timeit does: the machine
     is shared, and the fastest window is the one least disturbed by other processes)."""
     from minigrad import nn
@@ -44,7 +47,7 @@ def measure(workers, batch_size, samples, repeat, seed, train):
     steps = max(3, samples // batch_size)
     with DataParallelTrainer(lambda: nn.CNN.reference(seed=seed),
                              lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
-                             lr=0.01, momentum=0.9, workers=workers, seed=seed) as trainer:
+                             lr=0.01, momentum=0.9, workers=workers, backend=backend, seed=seed) as trainer:
         reports = list(trainer.train_steps(train, epochs=1000, batch_size=batch_size,
                                            max_steps=1 + repeat * steps))
     windows = [reports[1 + k * steps:1 + (k + 1) * steps] for k in range(repeat)]  # step 1 starts the pool
@@ -67,13 +70,13 @@ def main(argv=None):
     warnings.simplefilter("ignore", RuntimeWarning)  # more workers than CPUs is the point here
     train = load_mnist5k("train")
     rows = []
-    print(f"{available_cpus()} CPUs, {sys.implementation.name} {sys.version.split()[0]}")
+    print(f"{available_cpus()} CPUs, {sys.implementation.name} {sys.version.split()[0]}, backend {args.backend}")
     print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'speedup':>8} {'overhead':>9} {'ms/step':>8} "
           f"{'outside engine ms/step':>22} {'engine ms/sample':>16}")
     for batch_size in args.batch_sizes:
         one = None
         for workers in range(args.max_workers + 1):
-            row = measure(workers, batch_size, args.samples, args.repeat, args.seed, train)
+            row = measure(workers, batch_size, args.samples, args.repeat, args.seed, train, args.backend)
             if workers == 1:
                 one = row["samples_per_s"]
             row["speedup_vs_1"] = row["samples_per_s"] / one if one else None
@@ -85,7 +88,8 @@ def main(argv=None):
     if args.json:
         from minigrad.checkpoint import atomic_write_json
         atomic_write_json(args.json, {"cpus": available_cpus(), "python": sys.version.split()[0],
-                                      "implementation": sys.implementation.name, "time": time.time(),
+                                      "implementation": sys.implementation.name, "backend": args.backend,
+                                      "time": time.time(),
                                       "pid": os.getpid(), "results": rows})
     return 0
 
