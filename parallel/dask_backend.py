@@ -55,7 +55,7 @@ def _make_plugin(name, blob):
     return BlobPlugin()
 
 
-def run_chunk(token, mode, params, key, indices):
+def run_chunk(token, mode, params, key, indices, chunk=0):
     """Runs on a Dask worker: the results of ``indices`` as plain tuples, in order."""
     from distributed import get_worker
     plugins = get_worker().plugins
@@ -66,7 +66,7 @@ def run_chunk(token, mode, params, key, indices):
     if key not in replica.datasets:
         replica.add_dataset(key, cloudpickle.loads(plugins[f"minigrad-{token}-data-{key}"].blob))
     replica.set_parameters(params)
-    return [replica.compute(mode, key, i).as_tuple() for i in indices]
+    return [replica.compute(mode, key, i, worker=chunk).as_tuple() for i in indices]
 
 
 class DaskBackend(Backend):
@@ -113,8 +113,8 @@ class DaskBackend(Backend):
         indices = list(indices)
         parts = max(1, min(self.workers, len(indices)))
         chunks = [[indices[i] for i in r] for r in split_contiguous(len(indices), parts) if len(r)]
-        futures = [self.client.submit(run_chunk, self.token, mode, params, key, chunk, pure=False)
-                   for chunk in chunks]
+        futures = [self.client.submit(run_chunk, self.token, mode, params, key, chunk, n, pure=False)
+                   for n, chunk in enumerate(chunks)]
         results = []
         try:
             for chunk, future in zip(chunks, futures):
