@@ -308,7 +308,9 @@ class NegBackward(UnaryBackward):
         return (-grad,)
 
 
-class MulBackward(GradFunction):
+class BinaryBackward(GradFunction):
+    """An op of two Values ``a`` and ``b``."""
+
     __slots__ = ("a", "b")
 
     def __init__(self, a, b):
@@ -317,6 +319,10 @@ class MulBackward(GradFunction):
 
     def inputs(self):
         return (self.a, self.b)
+
+
+class MulBackward(BinaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a, self.b
@@ -348,15 +354,8 @@ def _div(a, b):
         return math.copysign(math.inf, a) * math.copysign(1.0, b)
 
 
-class DivBackward(GradFunction):
-    __slots__ = ("a", "b")
-
-    def __init__(self, a, b):
-        self.a = a
-        self.b = b
-
-    def inputs(self):
-        return (self.a, self.b)
+class DivBackward(BinaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a, self.b
@@ -406,18 +405,14 @@ def _log_base_for_exponent(a, p):
         f"PowBackward: the gradient with respect to a Value exponent needs a positive base, got {a!r}")
 
 
-class PowBackward(GradFunction):
-    """a ** b with b a Value: both base and exponent get gradients."""
+class PowBackward(BinaryBackward):
+    """a ** b with b a Value: both base and exponent get gradients; ``out`` is a ** b."""
 
-    __slots__ = ("a", "b", "out")
+    __slots__ = ("out",)
 
     def __init__(self, a, b, out):
-        self.a = a
-        self.b = b
+        super().__init__(a, b)
         self.out = out
-
-    def inputs(self):
-        return (self.a, self.b)
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a.v, self.b.v
