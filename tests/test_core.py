@@ -408,14 +408,20 @@ def _consumed(n_nodes, program):
     return used
 
 
-def run_program_minigrad(leaves, program):
-    nodes = [Value(x) for x in leaves]
-    for name, args in program:
-        nodes.append(RANDOM_OPS[name][1](*[nodes[i] for i in args]))
+def _sum_of_unconsumed(nodes, program):
+    """The root: every node no op consumed, added up (works for Values and tensors alike)."""
     root = nodes[0] * 0.0
     for node, used in zip(nodes, _consumed(len(nodes), program)):
         if not used:
             root = root + node
+    return root
+
+
+def run_program_minigrad(leaves, program):
+    nodes = [Value(x) for x in leaves]
+    for name, args in program:
+        nodes.append(RANDOM_OPS[name][1](*[nodes[i] for i in args]))
+    root = _sum_of_unconsumed(nodes, program)
     root.backward()
     return nodes, root
 
@@ -433,10 +439,7 @@ def run_program_torch(torch, leaves, program):
             out = fn(*xs)
         out.retain_grad()
         nodes.append(out)
-    root = nodes[0] * 0.0
-    for node, used in zip(nodes, _consumed(len(nodes), program)):
-        if not used:
-            root = root + node
+    root = _sum_of_unconsumed(nodes, program)
     root.backward()
     return nodes, root
 
