@@ -6,7 +6,6 @@ function of ``(parameters, sample indices)``: ``run`` returns one ``SampleResult
 per index, in the order of ``indices`` whatever order they were computed in. The
 trainer never sees processes, so another backend (e.g. Dask) is one more class.
 """
-import os
 from abc import ABC, abstractmethod
 
 from .replica import Replica
@@ -67,11 +66,3 @@ class InProcessBackend(Backend):
 
     def close(self):
         self.replica = None
-
-
-def available_cpus():
-    """CPUs this process may run on (psutil's count when the affinity mask is unknown)."""
-    if hasattr(os, "sched_getaffinity"):
-        return len(os.sched_getaffinity(0))
-    import psutil
-    return psutil.cpu_count() or 1

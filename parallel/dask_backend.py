@@ -73,7 +73,7 @@ class DaskBackend(Backend):
     """Per-sample work on a Dask cluster: ``scheduler`` ("tcp://host:port"), a ``client``, or
     neither, which starts a LocalCluster of ``workers`` processes on 127.0.0.1."""
 
-    def __init__(self, workers=2, scheduler=None, client=None, log=None, **_ignored):
+    def __init__(self, workers=2, scheduler=None, client=None, log=None):
         if client is not None and scheduler is not None:
             raise ValueError("Expected a scheduler address or a client, got both")
         if scheduler is not None and not isinstance(scheduler, str):
