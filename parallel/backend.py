@@ -25,11 +25,13 @@ class Backend(ABC):
         """Make ``dataset`` available to every replica under ``key`` (sent once)."""
 
     @abstractmethod
-    def run(self, mode, params, key, indices):
+    def run(self, mode, params, key, indices, epoch=0):
         """``SampleResult``s for ``indices`` of dataset ``key``, in the order of ``indices``.
 
         ``mode`` is "train" (loss, prediction, gradient) or "eval" (no gradient);
-        ``params`` is the float64 parameter buffer in tensor order.
+        ``params`` is the float64 parameter buffer in tensor order; ``epoch`` seeds the
+        training samples' augmentation. A result's ``grad`` is any float64 buffer
+        (bytes, or a row of a shared-memory slab valid until the next ``run``).
         """
 
     def memory(self):
@@ -60,9 +62,9 @@ class InProcessBackend(Backend):
     def add_dataset(self, key, dataset):
         self.replica.add_dataset(key, dataset)
 
-    def run(self, mode, params, key, indices):
+    def run(self, mode, params, key, indices, epoch=0):
         self.replica.set_parameters(params)
-        return [self.replica.compute(mode, key, i) for i in indices]
+        return [self.replica.compute(mode, key, i, epoch=epoch) for i in indices]
 
     def close(self):
         self.replica = None

@@ -55,7 +55,7 @@ def _make_plugin(name, blob):
     return BlobPlugin()
 
 
-def run_chunk(token, mode, params, key, indices, chunk=0):
+def run_chunk(token, mode, params, key, indices, chunk=0, epoch=0):
     """Runs on a Dask worker: the results of ``indices`` as plain tuples, in order."""
     from distributed import get_worker
     plugins = get_worker().plugins
@@ -66,20 +66,21 @@ def run_chunk(token, mode, params, key, indices, chunk=0):
     if key not in replica.datasets:
         replica.add_dataset(key, cloudpickle.loads(plugins[f"minigrad-{token}-data-{key}"].blob))
     replica.set_parameters(params)
-    return [replica.compute(mode, key, i, worker=chunk).as_tuple() for i in indices]
+    return [replica.compute(mode, key, i, worker=chunk, epoch=epoch).as_tuple() for i in indices]
 
 
 class DaskBackend(Backend):
     """Per-sample work on a Dask cluster: ``scheduler`` ("tcp://host:port"), a ``client``, or
     neither, which starts a LocalCluster of ``workers`` processes on 127.0.0.1."""
 
-    def __init__(self, workers=2, scheduler=None, client=None, log=None):
+    def __init__(self, workers=2, scheduler=None, client=None, log=None, sample_timeout=None):
         if client is not None and scheduler is not None:
             raise ValueError("Expected a scheduler address or a client, got both")
         if scheduler is not None and not isinstance(scheduler, str):
             scheduler, client = None, scheduler  # a distributed.Client given as the scheduler
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
+        self.sample_timeout = sample_timeout
         self.cluster = None
         self.own_client = client is None
         self.token = uuid.uuid4().hex
@@ -108,12 +109,12 @@ class DaskBackend(Backend):
         self.client.register_plugin(_make_plugin(name, blob), name=name)
         self.plugins.append(name)
 
-    def run(self, mode, params, key, indices):
+    def run(self, mode, params, key, indices, epoch=0):
         from distributed import KilledWorker
         indices = list(indices)
         parts = max(1, min(self.workers, len(indices)))
         chunks = [[indices[i] for i in r] for r in split_contiguous(len(indices), parts) if len(r)]
-        futures = [self.client.submit(run_chunk, self.token, mode, params, key, chunk, n, pure=False)
+        futures = [self.client.submit(run_chunk, self.token, mode, params, key, chunk, n, epoch, pure=False)
                    for n, chunk in enumerate(chunks)]
         results = []
         try:

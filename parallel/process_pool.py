@@ -105,7 +105,7 @@ class _Slot:
 class ProcessBackend(Backend):
     """``workers`` persistent processes, each holding one replica of the model."""
 
-    def __init__(self, workers, start_method=None, max_crashes=3, log=None):
+    def __init__(self, workers, start_method=None, max_crashes=3, log=None, sample_timeout=None):
         if isinstance(workers, bool) or not isinstance(workers, int) or workers < 1:
             raise ValueError(f"Expected workers to be a positive integer, got {workers!r}")
         if isinstance(max_crashes, bool) or not isinstance(max_crashes, int) or max_crashes < 1:
@@ -120,6 +120,7 @@ class ProcessBackend(Backend):
         self.workers = workers
         self.start_method = method
         self.max_crashes = max_crashes
+        self.sample_timeout = sample_timeout
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.restarts = 0
         self._ctx = multiprocessing.get_context(method)
@@ -198,7 +199,7 @@ class ProcessBackend(Backend):
 
     # ---- one job ----
 
-    def run(self, mode, params, key, indices):
+    def run(self, mode, params, key, indices, epoch=0):
         indices = list(indices)
         if not indices:
             return []
@@ -207,7 +208,7 @@ class ProcessBackend(Backend):
         if not self._slots:
             self._start_all()  # closed after an error or an interruption: a fresh pool
         self._job += 1
-        self._current = (self._job, mode, params, key, indices)
+        self._current = (self._job, mode, params, key, indices, epoch)
         results = [None] * len(indices)
         try:
             self._replace_dead_idle()
@@ -223,10 +224,10 @@ class ProcessBackend(Backend):
         return results
 
     def _assign(self, slot, positions):
-        job, mode, params, key, indices = self._current
+        job, mode, params, key, indices, epoch = self._current
         slot.pending = collections.deque(positions)
         try:
-            slot.conn.send(("run", job, mode, params, key, [indices[p] for p in positions]))
+            slot.conn.send(("run", job, mode, params, key, [indices[p] for p in positions], epoch))
         except OSError:
             slot.dead = True
 

@@ -7,6 +7,7 @@ one sample at a time with the pure-Python engine. Parameters and gradients trave
 row-major (torch's layout), so ``TensorLayout.split`` turns a buffer into
 ``{"conv.0.weight": [...], "conv.0.bias": [...], ...}``.
 """
+import random
 import time
 from array import array
 
@@ -20,24 +21,35 @@ class Payload:
     ``model_fn()`` builds the model (its initial values do not matter: the parameters
     arrive with every step). ``loss_fn(outputs, target)`` returns a scalar Value.
     ``predict_fn(outputs)`` returns the predicted class (default: the index of the
-    largest output). All three travel through cloudpickle, so lambdas and closures work.
+    largest output). ``augment_fn(input, rng)`` returns a training input's augmented copy,
+    drawing only from ``rng`` (``sample_rng(seed, epoch, index)``), so an augmented sample
+    is the same wherever and whenever it is computed. All travel through cloudpickle, so
+    lambdas and closures work.
     """
 
-    __slots__ = ("model_fn", "loss_fn", "predict_fn")
+    __slots__ = ("model_fn", "loss_fn", "predict_fn", "augment_fn", "seed")
 
-    def __init__(self, model_fn, loss_fn, predict_fn=None):
+    def __init__(self, model_fn, loss_fn, predict_fn=None, augment_fn=None, seed=0):
         for name, fn in (("model_fn", model_fn), ("loss_fn", loss_fn)):
             if not callable(fn):
                 raise ValueError(f"Expected {name} to be callable, got {type(fn).__name__}")
-        if predict_fn is not None and not callable(predict_fn):
-            raise ValueError(f"Expected predict_fn to be callable or None, got {type(predict_fn).__name__}")
+        for name, fn in (("predict_fn", predict_fn), ("augment_fn", augment_fn)):
+            if fn is not None and not callable(fn):
+                raise ValueError(f"Expected {name} to be callable or None, got {type(fn).__name__}")
         self.model_fn, self.loss_fn, self.predict_fn = model_fn, loss_fn, predict_fn
+        self.augment_fn, self.seed = augment_fn, seed
 
     def __getstate__(self):
-        return (self.model_fn, self.loss_fn, self.predict_fn)
+        return (self.model_fn, self.loss_fn, self.predict_fn, self.augment_fn, self.seed)
 
     def __setstate__(self, state):
-        self.model_fn, self.loss_fn, self.predict_fn = state
+        self.model_fn, self.loss_fn, self.predict_fn, self.augment_fn, self.seed = state
+
+
+def sample_rng(seed, epoch, index):
+    """The random numbers of one training sample's augmentation: a function of the run's seed,
+    the epoch and the sample (a string seed is hashed with SHA-512, the same on every Python)."""
+    return random.Random(f"minigrad-augment:{seed}:{epoch}:{index}")
 
 
 class SampleResult:
@@ -111,6 +123,7 @@ class Replica:
         self.model = payload.model_fn()
         self.loss_fn = payload.loss_fn
         self.predict_fn = payload.predict_fn or argmax
+        self.augment_fn, self.seed = payload.augment_fn, payload.seed
         self.params = tensor_order_parameters(self.model)
         self.datasets = {}
 
@@ -124,9 +137,12 @@ class Replica:
         for p, v in zip(self.params, values):
             p.v = v
 
-    def compute(self, mode, key, index, worker=0):
-        """Loss, prediction and (when training) the gradient of one sample."""
+    def compute(self, mode, key, index, worker=0, epoch=0):
+        """Loss, prediction and (when training) the gradient of one sample; a training
+        sample is augmented with ``augment_fn`` from ``sample_rng(seed, epoch, index)``."""
         x, y = get_sample(self.datasets[key], index)
+        if mode == "train" and self.augment_fn is not None:
+            x = self.augment_fn(x, sample_rng(self.seed, epoch, index))
         start = time.perf_counter()
         if mode == "eval":
             with no_grad():

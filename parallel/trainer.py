@@ -23,9 +23,9 @@ from .process_pool import ProcessBackend, available_cpus
 from .replica import Payload, TensorLayout, get_sample, pack, tensor_order_parameters
 from .signals import deferred_signals, stop_on_signals
 
-def _dask_backend(workers, scheduler=None, log=None, **_process_options):
+def _dask_backend(workers, scheduler=None, log=None, sample_timeout=None, **_process_options):
     from .dask_backend import DaskBackend  # dask is optional: pip install "minigrad[distributed]"
-    return DaskBackend(workers, scheduler=scheduler, log=log)
+    return DaskBackend(workers, scheduler=scheduler, log=log, sample_timeout=sample_timeout)
 
 
 BACKENDS = {"process": ProcessBackend, "dask": _dask_backend}
@@ -81,11 +81,14 @@ def _confusion(predictions, labels):
     return matrix
 
 
-def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, scheduler=None):
+def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, scheduler=None,
+                 sample_timeout=None):
     """workers=0: in-process; otherwise the named backend (``BACKENDS``) or a Backend instance.
 
     ``scheduler`` (a "tcp://host:port" address or a ``distributed.Client``) goes with
     backend="dask"; without it the Dask backend starts a LocalCluster of ``workers`` processes.
+    ``sample_timeout`` (seconds; None: the larger of 30 s and 100x the median sample; 0: off)
+    is how long a sample may run before its worker is taken for hung and replaced.
     """
     if isinstance(backend, Backend):
         return backend
@@ -97,7 +100,8 @@ def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, s
         raise ValueError(f"Expected backend 'dask' with a scheduler, got {backend!r}")
     if workers == 0 and scheduler is None:
         return InProcessBackend()
-    options = {"start_method": start_method, "max_crashes": max_crashes, "log": log}
+    options = {"start_method": start_method, "max_crashes": max_crashes, "log": log,
+               "sample_timeout": sample_timeout}
     if scheduler is not None:
         options["scheduler"] = scheduler
     return BACKENDS[backend](workers, **options)
@@ -116,19 +120,21 @@ class DataParallelTrainer:
 
     def __init__(self, model_fn, loss_fn, optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
                  lr_schedule="constant", workers=None, backend="process", seed=0, predict_fn=None,
-                 start_method=None, max_crashes=3, log=None, scheduler=None):
+                 start_method=None, max_crashes=3, log=None, scheduler=None, sample_timeout=None,
+                 augment_fn=None):
         if lr_schedule not in SCHEDULES and not callable(lr_schedule):
             raise ValueError(f"Expected lr_schedule in {list(SCHEDULES)} or a function, got {lr_schedule!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Expected seed to be an integer, got {seed!r}")
-        self.payload = Payload(model_fn, loss_fn, predict_fn)
+        self.payload = Payload(model_fn, loss_fn, predict_fn, augment_fn, seed)
         self.model = model_fn()
         self.optimizer = self._make_optimizer(optimizer, lr, momentum, weight_decay)
         self.base_lr = self.optimizer.lr
         self.lr_schedule = lr_schedule
         self.seed = seed
         self.workers = available_cpus() if workers is None else workers
-        self.backend = make_backend(backend, self.workers, start_method, max_crashes, log, scheduler)
+        self.backend = make_backend(backend, self.workers, start_method, max_crashes, log, scheduler,
+                                    sample_timeout)
         self.layout = TensorLayout(self.model)
         self.step = 0
         self.data_order = None
@@ -227,7 +233,7 @@ class DataParallelTrainer:
         step, order = self.step, self.data_order
         indices = order.next_batch()
         lr = self.lr_at(step, total)
-        results = self.backend.run("train", pack([p.v for p in self._params]), key, indices)
+        results = self.backend.run("train", pack([p.v for p in self._params]), key, indices, order.epoch)
         grad, loss = self._reduce(results, step + 1)
         with deferred_signals():  # a signal now would leave a half-updated model
             for p, g in zip(self._params, grad.tolist()):

@@ -53,11 +53,11 @@ def worker_main(conn, worker_id):
             elif kind == "dataset":
                 replica.add_dataset(msg[1], cloudpickle.loads(msg[2]))
             elif kind == "run":
-                job, mode, params, key, indices = msg[1:]
+                job, mode, params, key, indices, epoch = msg[1:]
                 if params is not None:
                     replica.set_parameters(params)
                 for index in indices:
-                    result = replica.compute(mode, key, index, worker_id)
+                    result = replica.compute(mode, key, index, worker_id, epoch)
                     conn.send(("sample", job) + result.as_tuple())
             else:
                 raise ValueError(f"Unknown message {kind!r}")
