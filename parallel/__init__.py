@@ -76,12 +76,12 @@ joins a running cluster, and ``backend="dask"`` alone starts a LocalCluster of `
 processes on 127.0.0.1. The results are the same bits whichever backend computes them.
 """
 from .backend import Backend, InProcessBackend
-from .errors import NonFiniteError, SampleCrashError, TrainingInterrupted, WorkerError
+from .errors import NonFiniteError, SampleCrashError, SampleTimeoutError, TrainingInterrupted, WorkerError
 from .process_pool import ProcessBackend, available_cpus
 from .replica import Payload, Replica, SampleResult, TensorLayout
 from .trainer import BACKENDS, DataParallelTrainer, Evaluation, StepReport, make_backend
 
 __all__ = ["DataParallelTrainer", "Evaluation", "StepReport", "Backend", "InProcessBackend",
            "ProcessBackend", "BACKENDS", "make_backend", "Payload", "Replica", "SampleResult",
-           "TensorLayout", "WorkerError", "SampleCrashError", "NonFiniteError", "TrainingInterrupted",
+           "TensorLayout", "WorkerError", "SampleCrashError", "SampleTimeoutError", "NonFiniteError", "TrainingInterrupted",
            "available_cpus"]

@@ -23,6 +23,17 @@ class SampleCrashError(WorkerError):
         self.crashes = crashes
 
 
+class SampleTimeoutError(WorkerError):
+    """One sample ran past the sample timeout in several workers in a row."""
+
+    def __init__(self, index, times, timeout):
+        super().__init__(f"Sample {index} ran past the {timeout:g} s sample timeout {times} times in a row; "
+                         f"stopping")
+        self.index = index
+        self.times = times
+        self.timeout = timeout
+
+
 class NonFiniteError(ArithmeticError):
     """A loss or gradient became NaN or infinite; the step was not applied."""
 

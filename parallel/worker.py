@@ -1,38 +1,86 @@
-"""The worker process: receive the payload once, then compute samples until told to stop.
+"""The worker process: receive the payload once, then compute one sample per message.
 
 Runs in a child started by ``ProcessBackend`` (forkserver or spawn: nothing here relies
-on state inherited through fork). The messages it understands, all on one pipe:
+on state inherited through fork). It reads ``parallel.protocol`` messages from its pipe:
+the payload, datasets, the shared blocks, then ``Compute`` after ``Compute``. For each
+it copies the parameter block into the model when the parameters changed since its last
+sample, computes the sample, writes the gradient into the slab's row ``position`` (the
+sample's place in the batch) and answers ``Computed`` with the loss and prediction.
 
-    ("payload", bytes)                      cloudpickled Payload; answered ("ready", pid)
-    ("dataset", key, bytes)                 cloudpickled dataset
-    ("run", job, mode, params, key, indices) one ("sample", job, *result) per index, in order
-    ("stop",)                               exit
-
-An exception in user code is sent back as ("error", job, index, traceback text) and the
-worker waits for the parent to stop it. MemoryError is treated as a crash: the process
-exits and the parent recomputes the sample elsewhere. The worker ignores SIGINT (a
-Ctrl-C reaches the whole process group; the parent decides), never writes files, and
-exits on its own when the parent goes away (EOF on the pipe, or a new parent pid).
+An exception in user code is sent back as ``Failed`` with its traceback, and the worker
+waits for the parent to stop it. MemoryError is treated as a crash: the process exits
+and the parent recomputes the sample elsewhere. The worker ignores SIGINT (a Ctrl-C
+reaches the whole process group; the parent decides), never writes files, and exits on
+its own when the parent goes away (EOF on the pipe, or a new parent pid).
 """
 import os
 import signal
 import sys
 import traceback
 
+from .protocol import AddDataset, Compute, Computed, Failed, LoadPayload, Ready, UseBlocks
+
 PARENT_CHECK_SECONDS = 1.0
 EXIT_MEMORY_ERROR = 86
+
+
+class _Worker:
+    """A replica and the worker's mappings of the parameter block and the gradient slab."""
+
+    def __init__(self, conn, worker_id):
+        self.conn, self.worker_id = conn, worker_id
+        self.replica = None
+        self.params = self.slab = None
+        self.version = None
+
+    def handle(self, msg):
+        if isinstance(msg, Compute):
+            self.compute(msg)
+        elif isinstance(msg, LoadPayload):
+            import cloudpickle
+
+            from .replica import Replica
+            self.replica = Replica(cloudpickle.loads(msg.blob))
+            self.conn.send(Ready(os.getpid()))
+        elif isinstance(msg, AddDataset):
+            import cloudpickle
+            self.replica.add_dataset(msg.key, cloudpickle.loads(msg.blob))
+        elif isinstance(msg, UseBlocks):
+            self.use_blocks(msg)
+        else:
+            raise ValueError(f"Unknown message {type(msg).__name__}")
+
+    def use_blocks(self, msg):
+        from .shared_blocks import SharedBlock
+        for block in (self.params, self.slab):
+            if block is not None:
+                block.release()
+        self.params = SharedBlock.attach(msg.params)
+        self.slab = SharedBlock.attach(msg.slab) if msg.slab is not None else None
+        self.version = None
+
+    def compute(self, task):
+        replica = self.replica
+        if task.version != self.version:
+            replica.set_parameters(self.params.memory.buf[:8 * len(replica.params)])
+            self.version = task.version
+        result = replica.compute(task.mode, task.key, task.index, self.worker_id, task.epoch)
+        if result.grad is not None:
+            size = len(result.grad)
+            row = self.slab.memory.buf.cast("d")
+            row[task.position * size:(task.position + 1) * size] = result.grad
+            row.release()
+        self.conn.send(Computed(task.job, task.position, task.index, result.loss, result.prediction,
+                                result.started, result.seconds))
 
 
 def worker_main(conn, worker_id):
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     import faulthandler
     faulthandler.enable()  # a segfault leaves a Python traceback on stderr
-    import cloudpickle
-
-    from .replica import Replica
 
     parent = os.getppid()
-    replica = None
+    worker = _Worker(conn, worker_id)
     while True:
         if not conn.poll(PARENT_CHECK_SECONDS):
             if os.getppid() != parent:
@@ -42,32 +90,17 @@ def worker_main(conn, worker_id):
             msg = conn.recv()
         except (EOFError, OSError):
             return
-        kind = msg[0]
-        if kind == "stop":
-            return
-        job, index = None, None
+        task = msg if isinstance(msg, Compute) else None  # (a NamedTuple's .index is a method)
         try:
-            if kind == "payload":
-                replica = Replica(cloudpickle.loads(msg[1]))
-                conn.send(("ready", os.getpid()))
-            elif kind == "dataset":
-                replica.add_dataset(msg[1], cloudpickle.loads(msg[2]))
-            elif kind == "run":
-                job, mode, params, key, indices, epoch = msg[1:]
-                if params is not None:
-                    replica.set_parameters(params)
-                for index in indices:
-                    result = replica.compute(mode, key, index, worker_id, epoch)
-                    conn.send(("sample", job) + result.as_tuple())
-            else:
-                raise ValueError(f"Unknown message {kind!r}")
+            worker.handle(msg)
         except MemoryError:
-            sys.stderr.write(f"worker {worker_id}: MemoryError at sample {index}\n")
+            sys.stderr.write(f"worker {worker_id}: MemoryError at sample {task and task.index}\n")
             os._exit(EXIT_MEMORY_ERROR)
         except (BrokenPipeError, ConnectionResetError):
             return  # the parent is gone
         except Exception:
             try:
-                conn.send(("error", job, index, traceback.format_exc()))
+                conn.send(Failed(task and task.job, task and task.index, traceback.format_exc()))
             except OSError:
                 return
+

@@ -36,7 +36,7 @@ def sample_at(step, position):
 @pytest.mark.parametrize("mode", ["sigkill", "exit", "segfault", "memory"])
 def test_dead_worker_is_replaced_and_only_its_samples_recomputed(mode, tmp_path):
     undisturbed, _ = train_sha(0, steps=STEPS, batch_size=BATCH)
-    # position 1 of step 2: worker 0 (positions 0-2) has answered position 0, dies on 1, still owes 2
+    # position 1 of step 2: a worker takes one sample at a time, so it owes only the one it dies on
     data = FaultyDataset(tiny_dataset(), sample_at(2, 1), mode, str(tmp_path / "faults"), times=1)
     lines = []
     start = time.monotonic()
@@ -48,7 +48,7 @@ def test_dead_worker_is_replaced_and_only_its_samples_recomputed(mode, tmp_path)
     assert sha == undisturbed
     assert restarts == 1
     assert reports[1].seconds < 5  # noticed at once, not after a timeout
-    assert len(lines) == 1 and f"at sample {sample_at(2, 1)}" in lines[0] and "recomputing 2 samples" in lines[0]
+    assert len(lines) == 1 and f"at sample {sample_at(2, 1)}" in lines[0] and "recomputing that sample" in lines[0]
 
 
 def test_worker_killed_between_steps_is_replaced():
