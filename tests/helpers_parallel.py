@@ -19,6 +19,7 @@ from minigrad.data import Dataset
 from minigrad.losses import mse_loss, one_hot_pm1
 
 N_CLASSES = 3
+SLEEP_SECONDS = 4.0
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SCRIPTS = os.path.join(ROOT, "scripts")
 
@@ -88,6 +89,15 @@ def crash(mode):
         raise MemoryError("injected")
     elif mode == "raise":
         raise ValueError("injected fault in a user's dataset")
+    elif mode == "hang":
+        while True:  # an endless loop in user code
+            pass
+    elif mode == "stop":
+        os.kill(os.getpid(), signal.SIGSTOP)  # stopped, as by a debugger or Ctrl-Z
+        return
+    elif mode == "sleep":
+        time.sleep(SLEEP_SECONDS)  # slow once, then answers
+        return
     time.sleep(0.5)  # SIGKILL is asynchronous: never return from a kill
 
 
