@@ -83,5 +83,5 @@ from .trainer import BACKENDS, DataParallelTrainer, Evaluation, StepReport, make
 
 __all__ = ["DataParallelTrainer", "Evaluation", "StepReport", "Backend", "InProcessBackend",
            "ProcessBackend", "BACKENDS", "make_backend", "Payload", "Replica", "SampleResult",
-           "TensorLayout", "WorkerError", "SampleCrashError", "SampleTimeoutError", "NonFiniteError", "TrainingInterrupted",
-           "available_cpus"]
+           "TensorLayout", "WorkerError", "SampleCrashError", "SampleTimeoutError", "NonFiniteError",
+           "TrainingInterrupted", "available_cpus"]
