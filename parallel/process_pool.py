@@ -44,6 +44,7 @@ import sys
 import time
 import warnings
 from multiprocessing.connection import wait
+from multiprocessing.reduction import ForkingPickler
 
 import cloudpickle
 
@@ -178,6 +179,8 @@ class ProcessBackend(Backend):
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.on_event = on_event
         self.restarts = 0
+        self.bytes_sent = self.bytes_received = 0  # through the pipes, pickled
+        self.wait_seconds = 0.0  # blocked waiting for workers
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
@@ -223,8 +226,10 @@ class ProcessBackend(Backend):
         return slot
 
     def _send(self, slot, msg):
+        data = ForkingPickler.dumps(msg)  # what Connection.send does, counted
+        self.bytes_sent += len(data)
         try:
-            slot.conn.send(msg)
+            slot.conn.send_bytes(data)
         except OSError:
             slot.dead = True  # noticed and handled by the next wait
 
@@ -342,7 +347,10 @@ class ProcessBackend(Backend):
         for slot in self._slots:
             owner[slot.conn] = slot
             owner[slot.process.sentinel] = slot
-        for obj in wait(list(owner), timeout=self._seconds_to_deadline(job)):
+        started = time.perf_counter()
+        ready = wait(list(owner), timeout=self._seconds_to_deadline(job))
+        self.wait_seconds += time.perf_counter() - started
+        for obj in ready:
             slot = owner[obj]
             if slot not in self._slots:
                 continue  # already replaced in this round
@@ -359,11 +367,12 @@ class ProcessBackend(Backend):
             try:
                 if not slot.conn.poll():
                     break
-                msg = slot.conn.recv()
+                data = slot.conn.recv_bytes()
             except (EOFError, OSError):
                 slot.dead = True
                 break
-            self._handle(slot, msg, job)
+            self.bytes_received += len(data)
+            self._handle(slot, ForkingPickler.loads(data), job)
 
     def _handle(self, slot, msg, job):
         if isinstance(msg, Computed):

@@ -100,7 +100,7 @@ def unpack(buffer):
     if isinstance(buffer, array):
         return buffer
     values = array("d")
-    values.frombytes(buffer)
+    values.frombytes(memoryview(buffer).cast("B"))
     return values
 
 

@@ -19,8 +19,9 @@ from minigrad.schedule import lr_at
 from .backend import Backend, InProcessBackend
 from .data_order import DataOrder
 from .errors import NonFiniteError
+from .flat_optimizer import FlatAdam, FlatSGD, parameter_order
 from .process_pool import ProcessBackend, available_cpus
-from .replica import Payload, TensorLayout, get_sample, pack, tensor_order_parameters
+from .replica import Payload, TensorLayout, get_sample, tensor_order_parameters
 from .signals import deferred_signals, stop_on_signals
 
 def _dask_backend(workers, scheduler=None, log=None, sample_timeout=None, **_process_options):
@@ -36,10 +37,13 @@ SCHEDULES = ("constant", "cosine", "step")
 class StepReport:
     """What one completed step did: mean loss, learning rate, whether it ended an epoch, and timing:
     ``seconds`` of wall time, ``engine_seconds`` the busiest worker spent computing samples,
-    ``sample_seconds`` all workers spent on them."""
+    ``sample_seconds`` all workers spent on them, ``phases`` the parent's seconds in each part of
+    the step (prepare, hand_out, wait, reduce, optimizer: they add up to ``seconds``, which began at
+    ``started`` on the ``time.perf_counter`` clock), and ``samples_timing`` one
+    ``(worker, index, started, seconds, loss)`` per sample."""
 
     __slots__ = ("step", "epoch", "loss", "lr", "indices", "seconds", "engine_seconds", "sample_seconds",
-                 "epoch_end")
+                 "epoch_end", "phases", "samples_timing", "started")
 
     def __init__(self, **fields):
         for k, v in fields.items():
@@ -127,7 +131,11 @@ class DataParallelTrainer:
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Expected seed to be an integer, got {seed!r}")
         self.payload = Payload(model_fn, loss_fn, predict_fn, augment_fn, seed)
-        self.model = model_fn()
+        self._model = model_fn()
+        self._params = tensor_order_parameters(self._model)
+        self._flat = np.array([p.v for p in self._params], dtype=np.float64)  # the master parameters
+        self._values_stale = False  # the model's Values lag behind the flat parameters
+        self._flat_stale = False    # someone had the model: its Values may have been changed
         self.optimizer = self._make_optimizer(optimizer, lr, momentum, weight_decay)
         self.base_lr = self.optimizer.lr
         self.lr_schedule = lr_schedule
@@ -135,25 +143,49 @@ class DataParallelTrainer:
         self.workers = available_cpus() if workers is None else workers
         self.backend = make_backend(backend, self.workers, start_method, max_crashes, log, scheduler,
                                     sample_timeout)
-        self.layout = TensorLayout(self.model)
+        self.layout = TensorLayout(self._model)
         self.step = 0
         self.data_order = None
-        self._params = tensor_order_parameters(self.model)
         self._datasets = []  # (dataset, key), matched by identity
         self._started = False
         self._pending_state = None
 
     def _make_optimizer(self, optimizer, lr, momentum, weight_decay):
-        params = self.model.parameters()
+        """SGD and Adam step the flat parameters (``parallel.flat_optimizer``: the same bits as
+        ``minigrad.optimizer``); a user's function gets the model's Values and steps them."""
+        self.flat = not callable(optimizer)
         if callable(optimizer):
-            return optimizer(params)
+            return optimizer(self._model.parameters())
+        order = parameter_order(self._model)
         if optimizer == "sgd":
-            return SGD(params, lr=lr, momentum=momentum, weight_decay=weight_decay)
+            return FlatSGD(self._flat, lr=lr, momentum=momentum, weight_decay=weight_decay, order=order)
         if optimizer == "adam":
             if momentum:
                 raise ValueError(f"Expected no momentum with Adam (it has betas), got {momentum!r}")
-            return Adam(params, lr=lr, weight_decay=weight_decay)
+            return FlatAdam(self._flat, lr=lr, weight_decay=weight_decay, order=order)
         raise ValueError(f"Expected optimizer in {sorted(OPTIMIZERS)} or a function, got {optimizer!r}")
+
+    # ---- the model, written from the flat parameters only when someone looks ----
+
+    @property
+    def model(self):
+        """The model with the current parameters (its Values may be read and changed)."""
+        self._write_values()
+        self._flat_stale = True
+        return self._model
+
+    def _write_values(self):
+        if self._values_stale:
+            for p, v in zip(self._params, self._flat.tolist()):
+                p.v = v
+            self._values_stale = False
+
+    def _parameters(self):
+        """The flat parameters, first taking in any change made through ``model``."""
+        if self._flat_stale:
+            self._flat[:] = [p.v for p in self._params]
+            self._flat_stale = False
+        return self._flat
 
     # ---- the pool and the datasets it holds ----
 
@@ -179,6 +211,7 @@ class DataParallelTrainer:
         return self
 
     def close(self):
+        self._write_values()
         self.backend.close()
         self._started = False
         self._datasets = []
@@ -225,27 +258,44 @@ class DataParallelTrainer:
             self.data_order.load_state_dict(self._pending_state)
             self._pending_state = None
         key = self._key(train)
-        while self.step < total:
-            yield self._train_step(key, total)
+        try:
+            while self.step < total:
+                yield self._train_step(key, total)
+        finally:
+            self._write_values()  # a reference to the model kept from before sees the result
 
     def _train_step(self, key, total):
         start = time.perf_counter()
         step, order = self.step, self.data_order
         indices = order.next_batch()
         lr = self.lr_at(step, total)
-        results = self.backend.run("train", pack([p.v for p in self._params]), key, indices, order.epoch)
+        waited = getattr(self.backend, "wait_seconds", None)
+        params = self._parameters()
+        handed = time.perf_counter()
+        results = self.backend.run("train", params, key, indices, order.epoch)
+        ran = time.perf_counter()
         grad, loss = self._reduce(results, step + 1)
+        reduced = time.perf_counter()
         with deferred_signals():  # a signal now would leave a half-updated model
-            for p, g in zip(self._params, grad.tolist()):
-                p.grad = g
             self.optimizer.lr = lr
-            self.optimizer.step()
+            if self.flat:
+                self.optimizer.step(grad)
+                self._values_stale = True
+            else:
+                for p, g in zip(self._params, grad.tolist()):
+                    p.grad = g
+                self.optimizer.step()
+                self._flat[:] = [p.v for p in self._params]
             self.step = step + 1
             epoch = order.epoch
             epoch_end = order.advance()
-        return StepReport(step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices,
-                          seconds=time.perf_counter() - start, engine_seconds=_engine_seconds(results),
-                          sample_seconds=sum(r.seconds for r in results), epoch_end=epoch_end)
+        end = time.perf_counter()
+        wait = ran - handed if waited is None else self.backend.wait_seconds - waited
+        phases = {"prepare": handed - start, "hand_out": ran - handed - wait, "wait": wait,
+                  "reduce": reduced - ran, "optimizer": end - reduced}
+        return StepReport(step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices, seconds=end - start,
+                          engine_seconds=_engine_seconds(results), sample_seconds=sum(r.seconds for r in results),
+                          epoch_end=epoch_end, phases=phases, samples_timing=_timing(results), started=start)
 
     def _reduce(self, results, step):
         """Mean gradient and loss of the batch, summed in batch order; non-finite values raise."""
@@ -254,7 +304,7 @@ class DataParallelTrainer:
         for r in results:
             if not math.isfinite(r.loss):
                 raise NonFiniteError(step, r.index, "loss")
-            g = np.frombuffer(r.grad, dtype=np.float64)
+            g = r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
             if not np.isfinite(g).all():
                 raise NonFiniteError(step, r.index, "gradient")
             total += g
@@ -294,7 +344,7 @@ class DataParallelTrainer:
             raise ValueError("Expected a dataset with at least one sample, got an empty one")
         key = self._key(dataset)
         indices = list(range(len(dataset)))
-        results = self.backend.run("eval", pack([p.v for p in self._params]), key, indices)
+        results = self.backend.run("eval", self._parameters(), key, indices)
         labels = _labels(dataset)
         return Evaluation([r.loss for r in results], [r.prediction for r in results], labels,
                           time.perf_counter() - start)
@@ -328,6 +378,10 @@ def _labels(dataset):
     if labels is not None:
         return labels.tolist() if hasattr(labels, "tolist") else list(labels)
     return [get_sample(dataset, i)[1] for i in range(len(dataset))]
+
+
+def _timing(results):
+    return [(r.worker, r.index, r.started, r.seconds, r.loss) for r in results]
 
 
 def _engine_seconds(results):
