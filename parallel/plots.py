@@ -144,7 +144,7 @@ def plot_mistakes(images, labels, predictions, scores, path, total=None, title="
             image = images[k]
             ax.imshow(image[0] if len(image) == 1 else image, cmap="gray_r", interpolation="nearest")
             ax.set_title(f"{labels[k]}\u2192{predictions[k]}  {scores[k]:+.2f}", fontsize=9, color="tab:red")
-    shown = f"the first {n} of {total}" if total is not None and total > n else f"all {n}"
+    shown = f"the first {n} of {total}" if total is not None and total > n else (f"all {n}" if n else "none")
     fig.suptitle(f"{title}: {shown}, as the model saw them\n"
                  f"true\u2192predicted, and {SCORE_NOTE}", fontsize=9)
     fig.tight_layout()
