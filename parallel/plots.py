@@ -98,3 +98,84 @@ def plot_filters(weights, path, title="First-layer filters"):
     _save(fig, path)
     plt.close(fig)
     return True
+
+
+# mistakes.png and confusion.png: what a trained model gets wrong (``evaluate.py --pictures DIR``).
+
+MATPLOTLIB_MISSING = 'matplotlib is not installed: pip install "minigrad[plots]"'
+SCORE_NOTE = "the model's output for the predicted class (trained towards +1 there, -1 elsewhere)"
+
+
+def first_mistakes(predictions, labels, limit=64):
+    """The indices of the first ``limit`` samples whose prediction is not their label, in order."""
+    from minigrad.checks import int_at_least
+    limit = int_at_least("limit", limit, 0)
+    if len(predictions) != len(labels):
+        raise ValueError(f"Expected as many predictions as labels ({len(labels)}), got {len(predictions)}")
+    wrong = (i for i, (p, y) in enumerate(zip(predictions, labels)) if p != y)
+    return [i for _, i in zip(range(limit), wrong)]
+
+
+def _write_png(fig, path):
+    from minigrad.atomic_file import atomic_write
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
+
+
+def plot_mistakes(images, labels, predictions, scores, path, total=None, title="Misclassified digits"):
+    """A grid of digits (each 2-D, or 1xHxW) titled ``true->predicted`` and the score of the prediction.
+
+    ``scores`` is what the caller chose as the model's confidence (``SCORE_NOTE`` for the +-1 MSE
+    model); ``total`` the number of mistakes in all, when the grid shows only the first ones.
+    """
+    plt = _pyplot()
+    if plt is None:
+        return False
+    n = len(images)
+    if not len(labels) == len(predictions) == len(scores) == n:
+        raise ValueError(f"Expected {n} labels, predictions and scores, got "
+                         f"{len(labels)}, {len(predictions)} and {len(scores)}")
+    cols = max(1, min(n, 8))
+    rows = max(1, math.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.45 * cols, 1.6 * rows + 0.9), squeeze=False)
+    for k, ax in enumerate(axes.flat):
+        ax.axis("off")
+        if k < n:
+            image = images[k]
+            ax.imshow(image[0] if len(image) == 1 else image, cmap="gray_r", interpolation="nearest")
+            ax.set_title(f"{labels[k]}\u2192{predictions[k]}  {scores[k]:+.2f}", fontsize=9, color="tab:red")
+    shown = f"the first {n} of {total}" if total is not None and total > n else (f"all {n}" if n else "none")
+    fig.suptitle(f"{title}: {shown}, as the model saw them\n"
+                 f"true\u2192predicted, and {SCORE_NOTE}", fontsize=9)
+    fig.tight_layout()
+    _write_png(fig, path)
+    plt.close(fig)
+    return True
+
+
+def plot_confusion(confusion, path, title="Confusion matrix"):
+    """A heat map of ``confusion[true][predicted]`` with every count written in its cell
+    (colours on a log scale, so the few mistakes show beside the many right answers)."""
+    plt = _pyplot()
+    if plt is None:
+        return False
+    from matplotlib.colors import LogNorm
+    n = len(confusion)
+    if n == 0 or any(len(row) != n for row in confusion):
+        raise ValueError(f"Expected a square confusion matrix, got rows of lengths {[len(r) for r in confusion]}")
+    top = max(max(row) for row in confusion)
+    fig, ax = plt.subplots(figsize=(0.55 * n + 2.2, 0.55 * n + 1.4))
+    masked = [[v if v > 0 else float("nan") for v in row] for row in confusion]
+    image = ax.imshow(masked, cmap="Blues", norm=LogNorm(vmin=0.6, vmax=max(top, 2)))
+    for i, row in enumerate(confusion):
+        for j, v in enumerate(row):
+            dark = v > 0 and math.log(v) > 0.6 * math.log(max(top, 2))
+            ax.text(j, i, str(v), ha="center", va="center", fontsize=8,
+                    color="white" if dark else ("black" if v else "lightgrey"))
+    ax.set(xticks=range(n), yticks=range(n), xlabel="predicted", ylabel="true", title=title)
+    ax.tick_params(length=0)
+    fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count (log scale)")
+    fig.tight_layout()
+    _write_png(fig, path)
+    plt.close(fig)
+    return True

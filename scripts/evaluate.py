@@ -3,16 +3,22 @@
     python scripts/evaluate.py runs/20260101-120000/model.json
     python scripts/evaluate.py runs/20260101-120000/model.json --data mnist --data-dir ../shared/data/mnist
     python scripts/evaluate.py weights.json --json          # the original project's flat array too
+    python scripts/evaluate.py runs/20260101-120000/model.json --pictures runs/20260101-120000
 
 Reads the project's checkpoints (any architecture) and the original flat-array files
 (taken as the reference CNN). The loss is the training loss: mean squared error against
 +1 at the label and -1 elsewhere. Forward passes run without building a graph
 (``minigrad.no_grad``), on --workers processes. --json prints one JSON object with
 accuracy, loss, n, parameters_sha256 and the confusion matrix (rows: true label).
+--pictures DIR draws DIR/mistakes.png (the first 64 misclassified digits as the model saw
+them, true and predicted labels, and the model's output for the predicted class, which the
++-1 MSE loss trains towards +1) and DIR/confusion.png (the confusion matrix as a heat map).
 Exit codes: 0 done; 2 bad arguments, a missing or corrupt checkpoint or data file.
 """
 import argparse
+import importlib.util
 import json
+import os
 import sys
 
 
@@ -36,6 +42,7 @@ def parse_args(argv):
     p.add_argument("--split", choices=["test", "train"], default="test")
     p.add_argument("--workers", type=workers_count, default=None, help="processes (0: this one; default: one per CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
+    p.add_argument("--pictures", metavar="DIR", help="draw mistakes.png and confusion.png into DIR (needs matplotlib)")
     return p.parse_args(argv)
 
 
@@ -47,11 +54,34 @@ def format_confusion(confusion):
     return "\n".join(lines)
 
 
+def draw_pictures(folder, model, dataset, evaluation):
+    """DIR/mistakes.png and DIR/confusion.png; the model's outputs are computed here, in this
+    process and without a graph, for the misclassified digits only."""
+    import minigrad
+    from minigrad.core import flatten
+    from parallel.plots import first_mistakes, plot_confusion, plot_mistakes
+
+    wrong = first_mistakes(evaluation.predictions, evaluation.labels)
+    images = [dataset.images[i] for i in wrong]
+    predictions = [evaluation.predictions[i] for i in wrong]
+    with minigrad.no_grad():
+        outputs = [[o.v for o in flatten(model(x.tolist()))] for x in images]
+    total = sum(p != y for p, y in zip(evaluation.predictions, evaluation.labels))
+    paths = [os.path.join(folder, "mistakes.png"), os.path.join(folder, "confusion.png")]
+    plot_mistakes(images, [evaluation.labels[i] for i in wrong], predictions,
+                  [out[p] for out, p in zip(outputs, predictions)], paths[0], total=total,
+                  title=f"Misclassified {dataset.name} digits")
+    plot_confusion(evaluation.confusion, paths[1], title=f"{dataset.name}: {100 * evaluation.accuracy:.2f}% of "
+                                                         f"{evaluation.n} digits right (rows: true label)")
+    return paths
+
+
 def main(argv=None):
     from minigrad import checkpoint
     from minigrad.data import DataError
     from parallel import DataParallelTrainer
     from parallel.mnist_task import load_data, model_fn_from_config, pm1_mse_loss
+    from parallel.plots import MATPLOTLIB_MISSING
 
     args = parse_args(argv)
     try:
@@ -59,8 +89,15 @@ def main(argv=None):
         model_fn = model_fn_from_config(ckpt.get("model") if ckpt.get("format") != checkpoint.FLAT else None)
         checkpoint.load_into(model_fn(), ckpt)  # any mismatch is reported here, before workers start
         dataset = load_data(args.data, args.split, args.data_dir, args.download)
+        if args.pictures is not None:
+            if importlib.util.find_spec("matplotlib") is None:
+                raise ValueError(f"--pictures needs matplotlib; {MATPLOTLIB_MISSING}")
+            os.makedirs(args.pictures, exist_ok=True)
     except (checkpoint.CheckpointError, DataError, ValueError) as e:
         print(f"error: {e}", file=sys.stderr)
+        return 2
+    except OSError as e:
+        print(f"error: cannot create --pictures folder {args.pictures!r}: {e.strerror}", file=sys.stderr)
         return 2
     with DataParallelTrainer(model_fn, pm1_mse_loss, workers=args.workers) as trainer:
         checkpoint.load_into(trainer.model, ckpt)
@@ -69,6 +106,8 @@ def main(argv=None):
     result = {"checkpoint": args.checkpoint, "data": dataset.name, "n": evaluation.n,
               "accuracy": evaluation.accuracy, "loss": evaluation.loss, "parameters_sha256": sha,
               "confusion": evaluation.confusion, "seconds": evaluation.seconds}
+    if args.pictures is not None:
+        result["pictures"] = draw_pictures(args.pictures, trainer.model, dataset, evaluation)
     if args.json:
         print(json.dumps(result))
         return 0
@@ -76,6 +115,8 @@ def main(argv=None):
     print(f"accuracy {100 * evaluation.accuracy:.2f}%  mean loss {evaluation.loss:.5f}")
     print(f"parameters sha256: {sha}")
     print(format_confusion(evaluation.confusion))
+    if args.pictures is not None:
+        print("wrote " + " and ".join(result["pictures"]))
     return 0
 
 
