@@ -464,13 +464,14 @@ class ProcessBackend(Backend):
                 raise SampleCrashError(index, crashes, exitcode)
             where = f" at sample {index}"
             job.queue.appendleft(position)
-            self._event("recompute", index=index, position=position)
         how = (f"ran past the {slot.timed_out:g} s sample timeout{where} and was killed" if slot.timed_out is not None
                else f"died with exit code {exitcode}{where}")
         self.log(f"worker {slot.worker_id} (pid {slot.pid}) {how}; restarting it"
                  + (" and recomputing that sample" if position is not None else ""))
         self._event("death", worker=slot.worker_id, pid=slot.pid, exitcode=exitcode,
                     timeout=slot.timed_out is not None)
+        if position is not None:
+            self._event("recompute", index=job.indices[position], position=position)
         self.restarts += 1
         new = self._launch(slot.worker_id)
         self._slots[self._slots.index(slot)] = new
