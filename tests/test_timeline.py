@@ -6,7 +6,7 @@ import time
 
 import pytest
 
-from helpers_parallel import FaultyDataset, tiny_dataset, tiny_trainer
+from helpers_parallel import FaultyDataset, run_script, tiny_dataset, tiny_trainer
 from parallel.data_order import epoch_order
 from parallel.timeline import PARENT_PID, PHASES_TID, STEPS_TID, WORKERS_PID, TimelineRecorder
 from parallel.trainer import StepReport
@@ -218,3 +218,15 @@ def test_the_picture_has_a_row_per_worker(tmp_path):
     with open(path, "rb") as f:
         assert f.read(8) == b"\x89PNG\r\n\x1a\n"
     assert not TimelineRecorder().plot(tmp_path / "empty.png")
+
+
+def test_the_script_records_a_short_run_of_the_reference_cnn(tmp_path):
+    done = run_script("plot_timeline.py", "--workers", 2, "--steps", 3, "--out-dir", tmp_path)
+    assert done.returncode == 0, done.stderr
+    with open(tmp_path / "timeline.json") as f:
+        events = json.load(f)["traceEvents"]
+    assert [e["args"]["step"] for e in spans(events, "step")] == [1, 2, 3]
+    assert len(spans(events, "sample")) == 3 * 8
+    assert (tmp_path / "timeline.png").exists() or "needs matplotlib" in done.stdout
+    bad = run_script("plot_timeline.py", "--steps", 0)
+    assert bad.returncode == 2 and "expected a positive integer, got '0'" in bad.stderr
