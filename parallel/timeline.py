@@ -163,7 +163,7 @@ class TimelineRecorder:
         """Write the trace as JSON (atomically) to ``path``."""
         trace = {"traceEvents": self.trace_events(), "displayTimeUnit": "ms",
                  "otherData": {"steps": self.steps, "trace_steps": self.trace_steps}}
-        atomic_write_text(path, json.dumps(trace, separators=(",", ":")) + "\n")
+        atomic_write_text(path, json.dumps(trace, separators=(",", ":"), default=_plain) + "\n")
         return path
 
     def plot(self, path, steps=20):
@@ -245,6 +245,13 @@ def _place(samples_timing, hand_out, end):
         free[w] = at + seconds
         placed.append((w, i, at, seconds, loss, "placed"))
     return placed
+
+
+def _plain(value):
+    """A numpy scalar in the args (a user's learning rate schedule may return one) as a Python number."""
+    if hasattr(value, "item"):
+        return value.item()
+    raise TypeError(f"Expected numbers and strings in a trace's args, got {type(value).__name__}")
 
 
 def _ids(track):

@@ -103,13 +103,14 @@ def test_the_parents_phases_add_up_to_the_measured_step(tmp_path):
         assert mine[0]["ts"] == step["ts"] and mine[-1]["ts"] + mine[-1]["dur"] == step["ts"] + step["dur"]
         assert abs(sum(e["dur"] for e in mine) - step["dur"]) <= 5  # whole microseconds, rounded
         assert abs(step["dur"] - 1e6 * report.seconds) <= 1
-        # the step lies inside the interval this test measured around it, and fills most of it
+        # the step lies inside the interval this test measured around it
         assert before - origin - 1e-6 <= step["ts"] / 1e6
         assert (step["ts"] + step["dur"]) / 1e6 <= after - origin + 1e-6
-        assert step["dur"] / 1e6 >= 0.5 * (after - before) - 0.005
         for e in spans(events, "sample"):
             if e["args"]["step"] == report.step:
                 assert step["ts"] <= e["ts"] and e["ts"] + e["dur"] <= step["ts"] + step["dur"] + 1
+    # and the steps fill most of those intervals (the test's own code between them is tiny)
+    assert sum(e["dur"] for e in steps) / 1e6 >= 0.5 * sum(after - before for before, after in outside) - 0.02
 
 
 def test_a_killed_worker_shows_as_events_and_its_sample_is_recomputed(tmp_path):
@@ -230,3 +231,15 @@ def test_the_script_records_a_short_run_of_the_reference_cnn(tmp_path):
     assert (tmp_path / "timeline.png").exists() or "needs matplotlib" in done.stdout
     bad = run_script("plot_timeline.py", "--steps", 0)
     assert bad.returncode == 2 and "expected a positive integer, got '0'" in bad.stderr
+
+
+def test_numpy_numbers_in_a_report_are_written_as_plain_ones(tmp_path):
+    import numpy as np
+    recorder = TimelineRecorder()
+    step = report(np.int64(1), 10.0, 1.0, [(0, np.int64(3), 10.2, 0.3, np.float64(0.5))])
+    step.lr = np.float64(0.25)
+    recorder.on_step(step)
+    events = events_of(recorder, tmp_path)
+    assert spans(events, "step")[0]["args"]["lr"] == 0.25 and spans(events, "step")[0]["args"]["step"] == 1
+    [sample] = spans(events, "sample")
+    assert sample["args"]["index"] == 3 and isinstance(sample["args"]["index"], int)
