@@ -56,8 +56,8 @@ class _Span:
 class _Instant:
     __slots__ = ("track", "name", "kind", "time", "args")
 
-    def __init__(self, track, name, kind, time, args):
-        self.track, self.name, self.kind, self.time, self.args = track, name, kind, time, args
+    def __init__(self, track, name, kind, at, args):
+        self.track, self.name, self.kind, self.time, self.args = track, name, kind, at, args
 
 
 class TimelineRecorder:
@@ -188,7 +188,7 @@ class TimelineRecorder:
             if s.start >= until or s.track not in rows:
                 continue
             y = rows.index(s.track)
-            color = PHASE_COLORS.get(s.name, "tab:blue") if s.cat != "sample" else (
+            color = PHASE_COLORS.get(s.name, "tab:pink") if s.cat != "sample" else (
                 "tab:blue" if s.args["step"] % 2 else "tab:cyan")
             label = s.name if s.cat != "sample" else "sample (alternate steps alternate colors)"
             ax.broken_barh([(1e3 * (s.start - origin), 1e3 * (s.end - s.start))], (y - 0.4, 0.8),
