@@ -201,6 +201,18 @@ class DataParallelTrainer:
         self._datasets.append((dataset, key))
         return key
 
+    def add_event_listener(self, fn):
+        """Have ``fn(name, **fields)`` hear the backend's events (a worker's timeout, death and
+        replacement, a recomputed sample: see ``ProcessBackend``). Returns False for a backend that
+        reports none."""
+        if not hasattr(self.backend, "on_event"):
+            return False
+        previous = self.backend.on_event
+        listeners = previous if isinstance(previous, _Listeners) else _Listeners(previous)
+        listeners.listeners.append(fn)
+        self.backend.on_event = listeners
+        return True
+
     def start(self, *datasets):
         """Start the workers now and send them ``datasets`` (otherwise the first use does)."""
         for dataset in datasets:
@@ -370,6 +382,17 @@ class DataParallelTrainer:
 
     def parameters_sha256(self):
         return checkpoint_module.parameters_sha256(self.model)
+
+
+class _Listeners:
+    """Calls each of ``listeners`` in turn: what a backend's ``on_event`` becomes with listeners added."""
+
+    def __init__(self, first):
+        self.listeners = [first] if first is not None else []
+
+    def __call__(self, name, **fields):
+        for fn in self.listeners:
+            fn(name, **fields)
 
 
 def _labels(dataset):
