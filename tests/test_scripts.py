@@ -8,6 +8,7 @@ from helpers_parallel import ROOT, run_script
 from minigrad import checkpoint
 
 OFFICIAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+ORIGINAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "original-minigrad", "model.json")
 TRAIN = ["--workers", "2", "--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5", "--quiet"]
 
 
@@ -128,6 +129,17 @@ def test_evaluate_on_the_official_test_set(run):
     result = evaluate_json(os.path.join(out, "model.json"), "--data", "mnist", "--data-dir", OFFICIAL)
     assert result["n"] == 10000 and result["data"] == "mnist-test"
     assert result["parameters_sha256"] == sha_line(stdout)
+
+
+@pytest.mark.slow
+def test_the_original_projects_checkpoint_scores_91_95_percent():
+    """The original minigrad's published checkpoint (a flat array), read by evaluate.py."""
+    for path in (ORIGINAL, OFFICIAL):
+        if not os.path.exists(path):
+            pytest.skip(f"{path} is absent")
+    result = evaluate_json(ORIGINAL, "--data", "mnist", "--data-dir", OFFICIAL)
+    assert result["n"] == 10000 and result["data"] == "mnist-test"
+    assert result["accuracy"] == 0.9195 and sum(result["confusion"][i][i] for i in range(10)) == 9195
 
 
 def test_bench_writes_json(tmp_path):
