@@ -29,6 +29,7 @@ import cloudpickle
 from .backend import Backend
 from .errors import SampleCrashError, WorkerError
 from .replica import SampleResult
+from .rss import rss_bytes
 from .worker import worker_main
 
 WAIT_SECONDS = 0.5
@@ -90,16 +91,9 @@ class _Slot:
         self.pending = collections.deque()
         self.ready = False
         self.dead = False
-        self._ps = None
 
     def rss(self):
-        import psutil
-        try:
-            if self._ps is None:
-                self._ps = psutil.Process(self.pid)
-            return self._ps.memory_info().rss
-        except (psutil.Error, ValueError, TypeError):
-            return 0
+        return rss_bytes(self.pid)
 
 
 class ProcessBackend(Backend):
