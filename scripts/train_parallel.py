@@ -13,7 +13,6 @@ saving the last completed step).
 """
 import os
 import sys
-import time
 import warnings
 
 from minigrad.checkpoint import CheckpointError
@@ -21,14 +20,16 @@ from minigrad.data import DataError
 from minigrad.data.mnist_task import load_data, pm1_mse_loss, reference_model_fn
 from parallel import BACKENDS, DataParallelTrainer, NonFiniteError, TrainingInterrupted, WorkerError
 from parallel.extras import missing_package_message
-from parallel.run import RunFolderError, RunWriteError, note, read_run_checkpoint
+from parallel.run import (RunFolderError, RunWriteError, last_checkpoint_note, new_run_folder, note,
+                          read_run_checkpoint)
 from parallel.run.config import ConfigError, argument_parser, defaults, integer, nonnegative_float, resumed_config
 from parallel.signals import ignore_further_signals, stop_on_signals
 
 try:
     from minigrad.data.augment import AUGMENTATIONS
-except ImportError:
-    AUGMENTATIONS = {"none": None}
+except ImportError:  # no augmentations yet
+    AUGMENTATIONS = {}
+AUGMENTATIONS = {**AUGMENTATIONS, "none": None}
 
 
 # name: (default, type or choices, help). A resumed run may change only the RUNTIME options.
@@ -83,6 +84,7 @@ def make_config(given, resume):
 
 
 def main(argv=None):
+    # ---- arguments ----
     parser = argument_parser(OPTIONS, __doc__.splitlines()[0])
     parser.add_argument("--resume", metavar="CHECKPOINT", help="continue the run saved in this model.json")
     args = vars(parser.parse_args(argv))
@@ -90,10 +92,11 @@ def main(argv=None):
         resume = read_run_checkpoint(args.pop("resume")) if "resume" in args else None
         config = make_config(args, resume)
         config["out"] = config["out"] or (os.path.dirname(os.path.abspath(resume.path)) if resume else new_run_folder())
+        # ---- data ----
         train = load_data(config["data"], "train", config["data_dir"], config["download"])
         test = load_data(config["data"], "test", config["data_dir"], config["download"])
+        # ---- model and trainer ----
         extra = {"tls": (config["tls_ca_file"], config["tls_cert"], config["tls_key"])} if config["tls_cert"] else {}
-        augment_fn = None if config["augment"] == "none" else AUGMENTATIONS[config["augment"]]
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
             trainer = DataParallelTrainer(
@@ -101,7 +104,7 @@ def main(argv=None):
                 momentum=config["momentum"], weight_decay=config["weight_decay"], lr_schedule=config["lr_schedule"],
                 workers=config["workers"], backend=config["backend"], scheduler=config["scheduler"],
                 seed=config["seed"], sample_timeout=config["sample_timeout"],
-                augment_fn=augment_fn, log=lambda line: note(f"warning: {line}"), **extra)
+                augment_fn=AUGMENTATIONS[config["augment"]], log=lambda line: note(f"warning: {line}"), **extra)
         for w in caught:
             note(f"warning: {w.message}")  # e.g. more workers than CPUs
         if resume is not None:
@@ -110,6 +113,7 @@ def main(argv=None):
         return fail(missing_package_message(e) or e, 2)
     except ValueError as e:  # ConfigError, DataError, CheckpointError and the trainer's argument checks
         return fail(e, 2)
+    # ---- the run ----
     with stop_on_signals(), trainer:
         try:
             history = trainer.fit(train, config["epochs"], config["batch_size"], test=test,
@@ -120,36 +124,22 @@ def main(argv=None):
             ignore_further_signals()  # an impatient Ctrl-C must not cut the exit short
             return fail(f"{e}; saved step {trainer.step} to {trainer.last_checkpoint[0]}", e.exit_code, prefix="")
         except NonFiniteError as e:
-            return fail(f"{e}; {last_checkpoint(trainer)}", 3)
+            return fail(f"{e}; {last_checkpoint_note(trainer)}", 3)
         except WorkerError as e:
-            return fail(f"{e}\n{last_checkpoint(trainer)}", 1)
+            return fail(f"{e}\n{last_checkpoint_note(trainer)}", 1)
         except RunWriteError as e:
-            return fail(f"{e}; {last_checkpoint(trainer)}", 2)
+            return fail(f"{e}; {last_checkpoint_note(trainer)}", 2)
         except ModuleNotFoundError as e:
             return fail(missing_package_message(e) or e, 2)
         except (DataError, CheckpointError, RunFolderError, ConnectionError) as e:
             return fail(e, 2)
+    # ---- results ----
     print(history["memory"])
     print(f"pictures: {', '.join(history['pictures'])}" if history["pictures"] else
           'pictures: none (matplotlib is not installed: pip install "minigrad[plots]")')
     print(f"run folder: {config['out']}")
     print(f"parameters sha256: {trainer.parameters_sha256()}")
     return 0
-
-
-def new_run_folder():
-    base = os.path.join("runs", time.strftime("%Y%m%d-%H%M%S"))
-    out, n = base, 1
-    while os.path.exists(out):
-        n += 1
-        out = f"{base}-{n}"
-    return out
-
-
-def last_checkpoint(trainer):
-    if trainer.last_checkpoint is None:
-        return "no checkpoint was written"
-    return "the last checkpoint ({}, step {}) is unchanged".format(*trainer.last_checkpoint)
 
 
 def fail(message, code, prefix="error: "):

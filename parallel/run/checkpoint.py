@@ -49,3 +49,10 @@ def restore(trainer, ckpt):
         raise CheckpointError(f"{ckpt.path}: {e}") from None
     trainer.last_checkpoint = (os.path.abspath(ckpt.path), trainer.step)
     return ckpt
+
+
+def last_checkpoint_note(trainer):
+    """Where the run can be resumed from, for the line that reports a failure."""
+    if trainer.last_checkpoint is None:
+        return "no checkpoint was written"
+    return "the last checkpoint ({}, step {}) is unchanged".format(*trainer.last_checkpoint)

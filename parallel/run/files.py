@@ -8,6 +8,7 @@ that cannot be written (a full disk) is cut back to its last whole row and raise
 import csv
 import os
 import tempfile
+import time
 
 from minigrad.atomic_file import atomic_write_text
 
@@ -27,6 +28,16 @@ class RunWriteError(OSError):
 
     def __str__(self):
         return self.strerror
+
+
+def new_run_folder(parent="runs"):
+    """``parent/YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``, ... if taken): a fresh run's default folder."""
+    base = os.path.join(parent, time.strftime("%Y%m%d-%H%M%S"))
+    out, n = base, 1
+    while os.path.exists(out):
+        n += 1
+        out = f"{base}-{n}"
+    return out
 
 
 def prepare_run_folder(path, resumed_from=None):
