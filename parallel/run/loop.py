@@ -69,7 +69,7 @@ class Run:
                 self._loop()
                 self._finish()
             except TrainingInterrupted:
-                self._stop(save=self.out is not None)
+                self._stop(save=self.test_log is not None)  # the run folder is ready: keep the last step
                 raise
             except BaseException:
                 self._stop(save=False)
