@@ -32,6 +32,7 @@ from .backend import Backend
 from .errors import SampleCrashError, WorkerError
 from .process_pool import split_contiguous
 from .replica import Replica, SampleResult
+from .rss import rss_bytes
 
 
 CONNECT_SECONDS = 10
@@ -133,8 +134,7 @@ class DaskBackend(Backend):
         return results
 
     def memory(self):
-        import psutil
-        rss = self.client.run(lambda: psutil.Process().memory_info().rss)
+        rss = self.client.run(rss_bytes)
         return [rss[address] for address in sorted(rss)]
 
     def close(self):

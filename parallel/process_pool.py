@@ -55,6 +55,7 @@ from .errors import SampleCrashError, SampleTimeoutError, WorkerError
 from .protocol import AddDataset, Compute, Computed, Failed, LoadPayload, Ready, UseBlocks
 from .replica import SampleResult
 from .shared_blocks import SharedBlock, SharedDataset
+from .rss import rss_bytes
 from .worker import worker_main
 
 WAIT_SECONDS = 0.5
@@ -122,16 +123,9 @@ class _Slot:
         self.ready = False
         self.dead = False
         self.timed_out = None  # the timeout (seconds) it was killed for
-        self._ps = None
 
     def rss(self):
-        import psutil
-        try:
-            if self._ps is None:
-                self._ps = psutil.Process(self.pid)
-            return self._ps.memory_info().rss
-        except (psutil.Error, ValueError, TypeError):
-            return 0
+        return rss_bytes(self.pid)
 
 
 class _Job:

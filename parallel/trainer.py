@@ -13,8 +13,8 @@ import time
 import numpy as np
 
 from minigrad import checkpoint as checkpoint_module
-from minigrad.optimizer import SGD, Adam
-from minigrad.schedule import lr_at
+from minigrad.checks import int_at_least, positive_int
+from minigrad.schedule import SCHEDULES, lr_at
 
 from .backend import Backend, InProcessBackend
 from .data_order import DataOrder
@@ -22,7 +22,7 @@ from .errors import NonFiniteError
 from .flat_optimizer import FlatAdam, FlatSGD, parameter_order
 from .process_pool import ProcessBackend, available_cpus
 from .replica import Payload, TensorLayout, get_sample, tensor_order_parameters
-from .signals import deferred_signals, stop_on_signals
+from .signals import deferred_signals
 
 def _dask_backend(workers, scheduler=None, log=None, sample_timeout=None, **_process_options):
     from .dask_backend import DaskBackend  # dask is optional: pip install "minigrad[distributed]"
@@ -30,8 +30,6 @@ def _dask_backend(workers, scheduler=None, log=None, sample_timeout=None, **_pro
 
 
 BACKENDS = {"process": ProcessBackend, "dask": _dask_backend}
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
-SCHEDULES = ("constant", "cosine", "step")
 
 
 class StepReport:
@@ -96,8 +94,7 @@ def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, s
     """
     if isinstance(backend, Backend):
         return backend
-    if isinstance(workers, bool) or not isinstance(workers, int) or workers < 0:
-        raise ValueError(f"Expected workers to be an integer >= 0, got {workers!r}")
+    int_at_least("workers", workers, 0)
     if backend not in BACKENDS:
         raise ValueError(f"Expected a backend in {sorted(BACKENDS)}, got {backend!r}")
     if scheduler is not None and backend != "dask":
@@ -127,7 +124,7 @@ class DataParallelTrainer:
                  start_method=None, max_crashes=3, log=None, scheduler=None, sample_timeout=None,
                  augment_fn=None):
         if lr_schedule not in SCHEDULES and not callable(lr_schedule):
-            raise ValueError(f"Expected lr_schedule in {list(SCHEDULES)} or a function, got {lr_schedule!r}")
+            raise ValueError(f"Expected lr_schedule in {sorted(SCHEDULES)} or a function, got {lr_schedule!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Expected seed to be an integer, got {seed!r}")
         self.payload = Payload(model_fn, loss_fn, predict_fn, augment_fn, seed)
@@ -146,6 +143,7 @@ class DataParallelTrainer:
         self.layout = TensorLayout(self._model)
         self.step = 0
         self.data_order = None
+        self.last_checkpoint = None  # (path, step) of the run's latest model.json, once written or resumed
         self._datasets = []  # (dataset, key), matched by identity
         self._started = False
         self._pending_state = None
@@ -163,7 +161,7 @@ class DataParallelTrainer:
             if momentum:
                 raise ValueError(f"Expected no momentum with Adam (it has betas), got {momentum!r}")
             return FlatAdam(self._flat, lr=lr, weight_decay=weight_decay, order=order)
-        raise ValueError(f"Expected optimizer in {sorted(OPTIMIZERS)} or a function, got {optimizer!r}")
+        raise ValueError(f"Expected optimizer 'sgd', 'adam' or a function, got {optimizer!r}")
 
     # ---- the model, written from the flat parameters only when someone looks ----
 
@@ -239,14 +237,9 @@ class DataParallelTrainer:
 
     def total_steps(self, n, epochs, batch_size, max_steps=None):
         """Steps of a run: ``epochs`` passes over ``n`` samples, or ``max_steps`` if fewer."""
-        for name, v in (("epochs", epochs), ("batch_size", batch_size)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Expected {name} to be a positive integer, got {v!r}")
-        total = epochs * -(-n // batch_size)
+        total = positive_int("epochs", epochs) * -(-n // positive_int("batch_size", batch_size))
         if max_steps is not None:
-            if isinstance(max_steps, bool) or not isinstance(max_steps, int) or max_steps < 1:
-                raise ValueError(f"Expected max_steps to be a positive integer, got {max_steps!r}")
-            total = min(total, max_steps)
+            total = min(total, positive_int("max_steps", max_steps))
         return total
 
     def lr_at(self, step, total_steps):
@@ -262,19 +255,24 @@ class DataParallelTrainer:
         run's ``total_steps``. A NaN or infinite loss or gradient raises ``NonFiniteError``
         before that step changes anything.
         """
-        n = len(train)
-        total = self.total_steps(n, epochs, batch_size, max_steps)
-        if self.data_order is None or (self.data_order.n, self.data_order.batch_size) != (n, batch_size):
-            self.data_order = DataOrder(n, batch_size, self.seed)
-        if self._pending_state is not None:
-            self.data_order.load_state_dict(self._pending_state)
-            self._pending_state = None
+        total = self.total_steps(len(train), epochs, batch_size, max_steps)
+        self.prepare_data_order(len(train), batch_size)
         key = self._key(train)
         try:
             while self.step < total:
                 yield self._train_step(key, total)
         finally:
             self._write_values()  # a reference to the model kept from before sees the result
+
+    def prepare_data_order(self, n, batch_size):
+        """The data order for ``n`` samples in batches of ``batch_size``, continuing a resumed one
+        (checked now: ValueError if it does not fit)."""
+        if self.data_order is None or (self.data_order.n, self.data_order.batch_size) != (n, batch_size):
+            self.data_order = DataOrder(n, batch_size, self.seed)
+        if self._pending_state is not None:
+            self.data_order.load_state_dict(self._pending_state)
+            self._pending_state = None
+        return self.data_order
 
     def _train_step(self, key, total):
         start = time.perf_counter()
@@ -327,27 +325,39 @@ class DataParallelTrainer:
             raise NonFiniteError(step, None, "mean gradient")
         return total, loss / n
 
-    def fit(self, train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None):
+    def fit(self, train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None,
+            out=None, checkpoint_every=100, progress=False, config=None):
         """Train and return the history ``{"train": [(step, loss)], "test": [(epochs done, Evaluation)]}``.
 
         ``on_step(report)`` runs after every step, ``on_epoch(epochs_done, evaluation)`` after
-        every epoch (evaluation is None without ``test``). SIGINT/SIGTERM raise
+        every epoch (evaluation is None without ``test``). ``progress=True`` shows a tqdm bar
+        (``tqdm.auto``: it renders in Jupyter too) and one line per epoch. SIGINT/SIGTERM raise
         ``TrainingInterrupted`` with the model at the last completed step.
+
+        With ``out`` (a folder) the run is kept there: ``model.json`` every ``checkpoint_every``
+        steps, at the end and on SIGINT/SIGTERM (model, ``config``, optimizer state, step, data
+        order: ``resume(out + "/model.json")`` continues it bit for bit with any worker count),
+        ``train_stats.csv``, ``test_stats.csv``, and with matplotlib ``training.png`` and
+        ``filters.png``; the history then also holds ``out``, ``memory`` (a summary of the
+        processes' RSS) and ``pictures`` (the names drawn). A file that cannot be written
+        raises ``RunWriteError``; the previous ``model.json`` stays whole.
         """
-        history = {"train": [], "test": []}
-        with stop_on_signals():
-            if test is not None:
-                self._key(test)  # both datasets reach the workers at start
-            for report in self.train_steps(train, epochs, batch_size, max_steps):
-                history["train"].append((report.step, report.loss))
-                if on_step:
-                    on_step(report)
-                if report.epoch_end:
-                    evaluation = self.evaluate(test) if test is not None else None
-                    history["test"].append((report.epoch + 1, evaluation))
-                    if on_epoch:
-                        on_epoch(report.epoch + 1, evaluation)
-        return history
+        from .run.loop import Run
+        if out is not None:
+            positive_int("checkpoint_every", checkpoint_every)
+        run = Run(self, train, epochs, batch_size, test=test, max_steps=max_steps, out=out,
+                  checkpoint_every=checkpoint_every, progress=progress, config=config, on_step=on_step,
+                  on_epoch=on_epoch)
+        return run.fit()
+
+    def resume(self, checkpoint):
+        """Continue the run saved in ``checkpoint`` (a ``model.json`` path, or one read by
+        ``parallel.run.read_run_checkpoint``): parameters, optimizer state, step and data order.
+        Then ``fit`` with the same datasets, epochs, batch size and max_steps (they set the data
+        order and the schedule) and ``out`` its folder. Returns the checkpoint, whose ``"config"``
+        is the ``config`` the run was given."""
+        from .run.checkpoint import restore
+        return restore(self, checkpoint)
 
     def evaluate(self, dataset):
         """Loss, accuracy and confusion matrix over ``dataset`` (forward only, no graph)."""
@@ -373,9 +383,7 @@ class DataParallelTrainer:
         if not isinstance(state, dict) or sorted(state) != ["data_order", "optimizer", "step"]:
             got = sorted(state) if isinstance(state, dict) else type(state).__name__
             raise ValueError(f"Expected trainer state keys ['data_order', 'optimizer', 'step'], got {got}")
-        step = state["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"Expected trainer step >= 0, got {step!r}")
+        step = int_at_least("trainer step", state["step"], 0)
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = step
         self._pending_state = state["data_order"]

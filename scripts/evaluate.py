@@ -21,15 +21,12 @@ import json
 import os
 import sys
 
-
-def workers_count(text):
-    try:
-        value = int(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected an integer, got {text!r}") from None
-    if value < 0:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 0, got {value}")
-    return value
+from minigrad import checkpoint
+from minigrad.data import DataError
+from minigrad.data.mnist_task import load_data, model_fn_from_checkpoint, pm1_mse_loss
+from parallel import DataParallelTrainer
+from parallel.run.config import integer
+from parallel.run.plots import MATPLOTLIB_MISSING
 
 
 def parse_args(argv):
@@ -40,7 +37,7 @@ def parse_args(argv):
     p.add_argument("--data-dir", help="folder of t10k-images-idx3-ubyte(.gz) and t10k-labels-idx1-ubyte(.gz)")
     p.add_argument("--download", action="store_true", help="download the MNIST test files into --data-dir first")
     p.add_argument("--split", choices=["test", "train"], default="test")
-    p.add_argument("--workers", type=workers_count, default=None, help="processes (0: this one; default: one per CPU)")
+    p.add_argument("--workers", type=integer(0), default=None, help="processes (0: this one; default: one per CPU)")
     p.add_argument("--json", action="store_true", help="print one JSON object instead of a report")
     p.add_argument("--pictures", metavar="DIR", help="draw mistakes.png and confusion.png into DIR (needs matplotlib)")
     return p.parse_args(argv)
@@ -59,7 +56,7 @@ def draw_pictures(folder, model, dataset, evaluation):
     process and without a graph, for the misclassified digits only."""
     import minigrad
     from minigrad.core import flatten
-    from parallel.plots import first_mistakes, plot_confusion, plot_mistakes
+    from parallel.run.plots import first_mistakes, plot_confusion, plot_mistakes
 
     wrong = first_mistakes(evaluation.predictions, evaluation.labels)
     images = [dataset.images[i] for i in wrong]
@@ -77,16 +74,10 @@ def draw_pictures(folder, model, dataset, evaluation):
 
 
 def main(argv=None):
-    from minigrad import checkpoint
-    from minigrad.data import DataError
-    from parallel import DataParallelTrainer
-    from parallel.mnist_task import load_data, model_fn_from_config, pm1_mse_loss
-    from parallel.plots import MATPLOTLIB_MISSING
-
     args = parse_args(argv)
     try:
         ckpt = checkpoint.read(args.checkpoint)
-        model_fn = model_fn_from_config(ckpt.get("model") if ckpt.get("format") != checkpoint.FLAT else None)
+        model_fn = model_fn_from_checkpoint(ckpt)
         checkpoint.load_into(model_fn(), ckpt)  # any mismatch is reported here, before workers start
         dataset = load_data(args.data, args.split, args.data_dir, args.download)
         if args.pictures is not None:

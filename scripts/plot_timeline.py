@@ -33,8 +33,8 @@ def main(argv=None):
 
     from minigrad.data import load_mnist5k
     from parallel import DataParallelTrainer
-    from parallel.mnist_task import pm1_mse_loss, reference_model_fn
-    from parallel.timeline import TimelineRecorder
+    from minigrad.data.mnist_task import pm1_mse_loss, reference_model_fn
+    from parallel.run.timeline import TimelineRecorder
 
     train = load_mnist5k("train")
     recorder = TimelineRecorder(trace_steps=args.steps)

@@ -11,8 +11,9 @@ from minigrad import nn
 from minigrad.core import flatten
 from minigrad.data import load_mnist
 from minigrad.data.idx import read_idx_images, read_idx_labels, write_idx
-from parallel import DataParallelTrainer, plots
-from parallel.mnist_task import model_fn_from_config, pm1_mse_loss
+from parallel import DataParallelTrainer
+from parallel.run import plots
+from minigrad.data.mnist_task import model_fn_from_checkpoint, pm1_mse_loss
 
 PNG = b"\x89PNG\r\n\x1a\n"
 N_DIGITS = 100
@@ -69,7 +70,7 @@ def test_mistakes_are_the_misclassified_digits_with_the_models_outputs(digits, m
     wrong = [i for i in range(N_DIGITS) if predicted[i] != dataset.labels[i]]
     assert len(wrong) > 64
 
-    with DataParallelTrainer(model_fn_from_config(model.config()), pm1_mse_loss, workers=0) as trainer:
+    with DataParallelTrainer(model_fn_from_checkpoint({"model": model.config()}), pm1_mse_loss, workers=0) as trainer:
         minigrad.checkpoint.load_into(trainer.model, minigrad.checkpoint.read(str(digits / "model.json")))
         evaluation = trainer.evaluate(dataset)
     assert plots.first_mistakes(evaluation.predictions, evaluation.labels) == wrong[:64]

@@ -378,9 +378,41 @@ def test_bad_input_is_one_line_exit_2_and_changes_nothing(straight_run, tmp_path
     assert not os.path.exists(tmp_path / "train_stats.csv") and not os.path.exists(tmp_path / "model.json")
 
 
+@pytest.fixture
+def small_tmpfs(tmp_path):
+    """A 600 kB tmpfs: room for one checkpoint of the reference CNN with Adam (about 390 kB), not two."""
+    folder = tmp_path / "tmpfs"
+    folder.mkdir()
+    try:
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=600k", "tmpfs", str(folder)],
+                              capture_output=True, text=True, timeout=30)
+    except OSError as e:
+        pytest.skip(f"cannot run mount: {e}")
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip()}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True, timeout=30)
+
+
+def test_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(small_tmpfs):
+    out = small_tmpfs / "run"
+    done = run_script("train_parallel.py", "--workers", "0", "--batch-size", "4", "--max-steps", "12",
+                      "--checkpoint-every", "5", "--quiet", "--out", out)
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "Traceback" not in done.stderr
+    assert done.stderr.startswith(f"error: cannot write {out / 'model.json'}: No space left on device; "
+                                  f"the last checkpoint ({out / 'model.json'}, step 5) is unchanged")
+    with open(out / "model.json") as f:
+        assert json.load(f)["step"] == 5
+    assert sorted(os.listdir(out)) == ["model.json", "test_stats.csv", "train_stats.csv"]  # no temp file
+    assert [int(r.split(",")[0]) for r in rows(out / "train_stats.csv")] == list(range(1, 11))
+
+
 @pytest.mark.slow
 def test_memory_stays_flat_over_20000_samples():
-    from parallel.memory import MB, MemoryMonitor
+    from parallel.run.memory import MB, MemoryMonitor
     data = tiny_dataset(n=400)
     with tiny_trainer(2, lr=0.01) as trainer:
         monitor = MemoryMonitor(trainer.backend)

@@ -8,6 +8,7 @@ from helpers_parallel import ROOT, run_script
 from minigrad import checkpoint
 
 OFFICIAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
+ORIGINAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "original-minigrad", "model.json")
 TRAIN = ["--workers", "2", "--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5", "--quiet"]
 
 
@@ -31,6 +32,8 @@ def test_run_folder_holds_a_resumable_checkpoint_and_logs(run):
     assert ckpt["step"] == ckpt["trainer"]["step"] == 12
     assert ckpt["config"]["batch_size"] == 4 and ckpt["config"]["max_steps"] == 12
     assert ckpt["config"]["out"] == str(out)
+    assert [ckpt["config"][k] for k in ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key")] == [
+        "none", None, None, None, None]
     order = ckpt["trainer"]["data_order"]
     assert order["position"] == 48 and sorted(order["order"]) == list(range(4000))
     optimizer = ckpt["trainer"]["optimizer"]
@@ -55,6 +58,18 @@ def test_pictures_are_pngs(run):
     for name in ("training.png", "filters.png"):
         with open(os.path.join(out, name), "rb") as f:
             assert f.read(8) == b"\x89PNG\r\n\x1a\n"
+
+
+def test_a_checkpoint_from_before_the_newer_options_resumes(run, tmp_path):
+    out, stdout = run
+    ckpt = checkpoint.read(os.path.join(out, "model.json"))
+    for key in ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key"):
+        del ckpt["config"][key]
+    (tmp_path / "model.json").write_text(json.dumps(ckpt))
+    done = run_script("train_parallel.py", "--resume", tmp_path / "model.json", "--workers", "0", "--quiet")
+    assert done.returncode == 0, done.stderr
+    assert sha_line(done.stdout) == sha_line(stdout)
+    assert checkpoint.read(str(tmp_path / "model.json"))["config"]["augment"] == "none"
 
 
 def test_in_process_run_has_the_same_bits(run, tmp_path):
@@ -128,6 +143,17 @@ def test_evaluate_on_the_official_test_set(run):
     result = evaluate_json(os.path.join(out, "model.json"), "--data", "mnist", "--data-dir", OFFICIAL)
     assert result["n"] == 10000 and result["data"] == "mnist-test"
     assert result["parameters_sha256"] == sha_line(stdout)
+
+
+@pytest.mark.slow
+def test_the_original_projects_checkpoint_scores_91_95_percent():
+    """The original minigrad's published checkpoint (a flat array), read by evaluate.py."""
+    for path in (ORIGINAL, OFFICIAL):
+        if not os.path.exists(path):
+            pytest.skip(f"{path} is absent")
+    result = evaluate_json(ORIGINAL, "--data", "mnist", "--data-dir", OFFICIAL)
+    assert result["n"] == 10000 and result["data"] == "mnist-test"
+    assert result["accuracy"] == 0.9195 and sum(result["confusion"][i][i] for i in range(10)) == 9195
 
 
 def test_bench_writes_json(tmp_path):

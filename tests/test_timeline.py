@@ -8,7 +8,7 @@ import pytest
 
 from helpers_parallel import FaultyDataset, run_script, tiny_dataset, tiny_trainer
 from parallel.data_order import epoch_order
-from parallel.timeline import PARENT_PID, PHASES_TID, STEPS_TID, WORKERS_PID, TimelineRecorder
+from parallel.run.timeline import PARENT_PID, PHASES_TID, STEPS_TID, WORKERS_PID, TimelineRecorder
 from parallel.trainer import StepReport
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")

@@ -170,10 +170,10 @@ class TimelineRecorder:
         """``path``: the first ``steps`` steps, one row for the parent's phases and one per worker.
         Returns False (and says why in one line) when matplotlib is missing or nothing was recorded."""
         positive_int("steps", steps)
-        from .plots import _pyplot, _save
+        from .plots import MATPLOTLIB_MISSING, _pyplot, _save
         plt = _pyplot()
         if plt is None:
-            print(f"{os.path.basename(path)} not drawn: it needs matplotlib (pip install matplotlib)")
+            print(f"{os.path.basename(path)} not drawn: {MATPLOTLIB_MISSING}")
             return False
         if not self.step_starts:
             return False

@@ -1,4 +1,4 @@
-"""The task the scripts train: the reference CNN on 15x15 MNIST digits, MSE against +-1 targets.
+"""The MNIST task of the scripts: the reference CNN on 15x15 digits, MSE against +-1 targets, the data.
 
 Module-level functions, so they reach the workers by reference (cloudpickle sends their
 names, not their code).
@@ -17,11 +17,13 @@ def reference_model_fn(seed):
     return functools.partial(nn.CNN.reference, seed=seed)
 
 
-def model_fn_from_config(config):
-    """A picklable factory of an untrained model with ``config``'s architecture (None: the reference CNN)."""
-    if config is None:
+def model_fn_from_checkpoint(ckpt):
+    """A picklable factory of an untrained model with the architecture of ``ckpt`` (from
+    ``minigrad.checkpoint.read``); the original flat checkpoints are the reference CNN."""
+    from minigrad.checkpoint import FLAT
+    if ckpt.get("format") == FLAT:
         return functools.partial(nn.CNN.reference, seed=0)
-    return functools.partial(nn.module_from_config, config, 0)
+    return functools.partial(nn.module_from_config, ckpt.get("model"), 0)
 
 
 def pm1_mse_loss(outputs, label):

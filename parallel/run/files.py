@@ -1,19 +1,43 @@
 """The files of a run folder besides the checkpoint: creating the folder and the CSV logs.
 
 Only the parent writes them. A resumed run first cuts each log back to the checkpoint's
-step (rows written after the last checkpoint belong to steps that will be redone).
+step (rows written after the last checkpoint belong to steps that will be redone). A log
+that cannot be written (a full disk) is cut back to its last whole row and raises
+``RunWriteError``.
 """
 import csv
 import os
 import tempfile
+import time
 
-from minigrad.checkpoint import atomic_write_text
+from minigrad.atomic_file import atomic_write_text
 
 CHECKPOINT_NAME = "model.json"
 
 
 class RunFolderError(ValueError):
     """The output folder cannot be used; the message names it."""
+
+
+class RunWriteError(OSError):
+    """A checkpoint, log or picture of the run could not be written (ENOSPC, EDQUOT, EIO, ...)."""
+
+    def __init__(self, path, error):
+        super().__init__(error.errno, f"cannot write {path}: {error.strerror or error}")
+        self.path = path
+
+    def __str__(self):
+        return self.strerror
+
+
+def new_run_folder(parent="runs"):
+    """``parent/YYYYmmdd-HHMMSS`` (with ``-2``, ``-3``, ... if taken): a fresh run's default folder."""
+    base = os.path.join(parent, time.strftime("%Y%m%d-%H%M%S"))
+    out, n = base, 1
+    while os.path.exists(out):
+        n += 1
+        out = f"{base}-{n}"
+    return out
 
 
 def prepare_run_folder(path, resumed_from=None):
@@ -41,13 +65,15 @@ class CsvLog:
 
     def __init__(self, path, columns, keep_until_step=None):
         self.path, self.columns = path, list(columns)
-        if keep_until_step is not None and os.path.exists(path):
-            self._cut(keep_until_step)
-            self._file = open(path, "a", newline="", encoding="utf-8")
-        else:
-            self._file = open(path, "w", newline="", encoding="utf-8")
-            self._file.write(",".join(self.columns) + "\n")
-        self._writer = csv.writer(self._file, lineterminator="\n")
+        self._rows = []
+        try:
+            if keep_until_step is not None and os.path.exists(path):
+                self._cut(keep_until_step)
+            else:
+                atomic_write_text(path, ",".join(self.columns) + "\n")
+            self._whole = os.path.getsize(path)  # bytes of whole rows on disk
+        except OSError as e:
+            raise RunWriteError(path, e) from None
 
     def _cut(self, step):
         with open(self.path, newline="", encoding="utf-8") as f:
@@ -55,17 +81,40 @@ class CsvLog:
         if not rows or rows[0] != self.columns:
             raise RunFolderError(f"{self.path}: expected the columns {self.columns}, got {rows[:1]}")
         at = self.columns.index("step")
-        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(self.columns) and int(r[at]) <= step]
+        kept = [rows[0]] + [r for r in rows[1:] if len(r) == len(self.columns) and _step(r[at]) <= step]
         atomic_write_text(self.path, "".join(",".join(r) + "\n" for r in kept))
 
     def write(self, *values):
-        self._writer.writerow([_format(v) for v in values])
+        self._rows.append(",".join(_format(v) for v in values) + "\n")
 
     def flush(self):
-        self._file.flush()
+        """Append the rows written since the last flush; on failure the file keeps only whole rows."""
+        if not self._rows:
+            return
+        data = "".join(self._rows).encode("utf-8")
+        try:
+            with open(self.path, "ab") as f:
+                f.write(data)
+                f.flush()
+                os.fsync(f.fileno())
+        except OSError as e:
+            try:
+                os.truncate(self.path, self._whole)
+            except OSError:
+                pass
+            raise RunWriteError(self.path, e) from None
+        self._rows = []
+        self._whole += len(data)
 
     def close(self):
-        self._file.close()
+        self.flush()
+
+
+def _step(text):
+    try:
+        return int(text)
+    except ValueError:
+        return float("inf")  # a damaged row: dropped
 
 
 def _format(v):

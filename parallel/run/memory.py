@@ -1,19 +1,13 @@
-"""Resident set size (RSS) of the parent and of every worker, read by psutil at most once a second.
+"""Resident set size (RSS) of the parent and of every worker, read at most once a second.
 
-The first and the latest readings show whether a long run keeps its memory flat; the
-training script prints both and logs the readings in train_stats.csv.
+The first and the latest readings show whether a long run keeps its memory flat; a run
+prints both at the end and logs the readings in train_stats.csv.
 """
 import time
 
+from ..rss import rss_bytes
+
 MB = 1024 * 1024
-
-
-def rss_bytes(pid=None):
-    import psutil
-    try:
-        return psutil.Process(pid).memory_info().rss
-    except psutil.Error:
-        return 0
 
 
 def format_memory(parent, workers):

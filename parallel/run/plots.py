@@ -1,11 +1,12 @@
 """training.png (loss and accuracy curves) and filters.png (the first layer's filters).
 
-Drawn with matplotlib's Agg backend (no display needed) and written atomically. When
-matplotlib is not installed the functions return False and the run goes on.
+Drawn with matplotlib's Agg backend (no display needed) and written through the one atomic
+writer (``minigrad.atomic_file``). When matplotlib is not installed the functions return
+False and the run goes on.
 """
 import math
-import os
-import tempfile
+
+from minigrad.atomic_file import atomic_write
 
 
 def _pyplot():
@@ -19,17 +20,8 @@ def _pyplot():
 
 
 def _save(fig, path):
-    folder = os.path.dirname(os.path.abspath(path))
-    fd, tmp = tempfile.mkstemp(dir=folder, prefix=f".{os.path.basename(path)}.", suffix=".png")
-    os.close(fd)
-    try:
-        fig.savefig(tmp, dpi=100)
-        os.chmod(tmp, 0o644)  # mkstemp makes it private
-        os.replace(tmp, path)
-    except BaseException:
-        if os.path.exists(tmp):
-            os.remove(tmp)
-        raise
+    with atomic_write(path) as f:
+        fig.savefig(f, format="png", dpi=100)
 
 
 def moving_average(values, window):

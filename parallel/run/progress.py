@@ -1,7 +1,8 @@
 """The progress line: samples/s, loss, learning rate, ETA and the memory of every process.
 
 tqdm counts samples, so its rate is samples/s and its ETA covers the whole run; the
-memory (parent + workers) comes from a ``MemoryMonitor``.
+memory (parent + workers) comes from a ``MemoryMonitor``. The bar is ``tqdm.auto``'s: a
+text bar in a terminal, a widget in Jupyter.
 """
 import sys
 import time
@@ -28,7 +29,7 @@ class Progress:
         self._loss = None
         self.bar = None
         if not quiet:
-            from tqdm import tqdm
+            from tqdm.auto import tqdm
             self.bar = tqdm(total=total_samples, initial=done_samples, unit="sample", dynamic_ncols=True,
                             smoothing=0.1, file=sys.stderr)
 
@@ -40,8 +41,9 @@ class Progress:
         now = time.monotonic()
         if now - self._last >= self.every:
             self._last = now
-            self.bar.set_postfix_str(f"loss {self._loss:.4f} lr {report.lr:.3g} epoch {report.epoch + 1} "
-                                     f"mem {format_memory(*self.memory.read())}", refresh=False)
+            memory = f" mem {format_memory(*self.memory.read())}" if self.memory is not None else ""
+            self.bar.set_postfix_str(f"loss {self._loss:.4f} lr {report.lr:.3g} epoch {report.epoch + 1}{memory}",
+                                     refresh=False)
 
     def write(self, line):
         if self.quiet:
