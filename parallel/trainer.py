@@ -326,7 +326,7 @@ class DataParallelTrainer:
         return total, loss / n
 
     def fit(self, train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None,
-            out=None, checkpoint_every=100, progress=False, config=None):
+            out=None, checkpoint_every=100, progress=False, config=None, trace=None, trace_steps=200):
         """Train and return the history ``{"train": [(step, loss)], "test": [(epochs done, Evaluation)]}``.
 
         ``on_step(report)`` runs after every step, ``on_epoch(epochs_done, evaluation)`` after
@@ -339,15 +339,18 @@ class DataParallelTrainer:
         order: ``resume(out + "/model.json")`` continues it bit for bit with any worker count),
         ``train_stats.csv``, ``test_stats.csv``, and with matplotlib ``training.png`` and
         ``filters.png``; the history then also holds ``out``, ``memory`` (a summary of the
-        processes' RSS) and ``pictures`` (the names drawn). A file that cannot be written
-        raises ``RunWriteError``; the previous ``model.json`` stays whole.
+        processes' RSS) and ``pictures`` (the names drawn: also timeline.png, the first steps of
+        each worker and of the parent, and for a test set of images mistakes.png and
+        confusion.png). ``trace`` (a path) gets the first ``trace_steps`` steps as Chrome Trace
+        Event JSON (open it in ui.perfetto.dev or chrome://tracing). A file that cannot be
+        written raises ``RunWriteError``; the previous ``model.json`` stays whole.
         """
         from .run.loop import Run
         if out is not None:
             positive_int("checkpoint_every", checkpoint_every)
         run = Run(self, train, epochs, batch_size, test=test, max_steps=max_steps, out=out,
                   checkpoint_every=checkpoint_every, progress=progress, config=config, on_step=on_step,
-                  on_epoch=on_epoch)
+                  on_epoch=on_epoch, trace=trace, trace_steps=positive_int("trace_steps", trace_steps))
         return run.fit()
 
     def resume(self, checkpoint):

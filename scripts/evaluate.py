@@ -26,7 +26,7 @@ from minigrad.data import DataError
 from minigrad.data.mnist_task import load_data, model_fn_from_checkpoint, pm1_mse_loss
 from parallel import DataParallelTrainer
 from parallel.run.config import integer
-from parallel.run.plots import MATPLOTLIB_MISSING
+from parallel.run.plots import MATPLOTLIB_MISSING, plot_evaluation
 
 
 def parse_args(argv):
@@ -49,28 +49,6 @@ def format_confusion(confusion):
     for i, row in enumerate(confusion):
         lines.append(f"{i:>9} " + " ".join(f"{v:>5}" for v in row))
     return "\n".join(lines)
-
-
-def draw_pictures(folder, model, dataset, evaluation):
-    """DIR/mistakes.png and DIR/confusion.png; the model's outputs are computed here, in this
-    process and without a graph, for the misclassified digits only."""
-    import minigrad
-    from minigrad.core import flatten
-    from parallel.run.plots import first_mistakes, plot_confusion, plot_mistakes
-
-    wrong = first_mistakes(evaluation.predictions, evaluation.labels)
-    images = [dataset.images[i] for i in wrong]
-    predictions = [evaluation.predictions[i] for i in wrong]
-    with minigrad.no_grad():
-        outputs = [[o.v for o in flatten(model(x.tolist()))] for x in images]
-    total = sum(p != y for p, y in zip(evaluation.predictions, evaluation.labels))
-    paths = [os.path.join(folder, "mistakes.png"), os.path.join(folder, "confusion.png")]
-    plot_mistakes(images, [evaluation.labels[i] for i in wrong], predictions,
-                  [out[p] for out, p in zip(outputs, predictions)], paths[0], total=total,
-                  title=f"Misclassified {dataset.name} digits")
-    plot_confusion(evaluation.confusion, paths[1], title=f"{dataset.name}: {100 * evaluation.accuracy:.2f}% of "
-                                                         f"{evaluation.n} digits right (rows: true label)")
-    return paths
 
 
 def main(argv=None):
@@ -98,7 +76,7 @@ def main(argv=None):
               "accuracy": evaluation.accuracy, "loss": evaluation.loss, "parameters_sha256": sha,
               "confusion": evaluation.confusion, "seconds": evaluation.seconds}
     if args.pictures is not None:
-        result["pictures"] = draw_pictures(args.pictures, trainer.model, dataset, evaluation)
+        result["pictures"] = plot_evaluation(args.pictures, trainer.model, dataset, evaluation)
     if args.json:
         print(json.dumps(result))
         return 0

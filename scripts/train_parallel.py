@@ -6,10 +6,11 @@
 
 The model is nn.CNN.reference(seed), the loss the mean squared error against +1 at the label and
 -1 elsewhere. The run folder (--out) gets model.json (resumable bit for bit with any --workers),
-train_stats.csv, test_stats.csv and, with matplotlib, training.png and filters.png: see
-DataParallelTrainer.fit. Exit codes: 0 done; 1 a worker failed; 2 bad arguments or input, or a file
-that cannot be written; 3 a NaN or infinite loss or gradient; 130 / 143 SIGINT / SIGTERM (after
-saving the last completed step).
+train_stats.csv, test_stats.csv and, with matplotlib, training.png, timeline.png, filters.png,
+mistakes.png and confusion.png: see DataParallelTrainer.fit; --trace adds a Chrome trace. Exit
+codes: 0 done; 1 a worker failed; 2 bad arguments or input, or a file that cannot be written; 3 a
+NaN or infinite loss or gradient; 130 / 143 SIGINT / SIGTERM (after saving the last completed
+step).
 """
 import os
 import sys
@@ -57,11 +58,14 @@ OPTIONS = {
     "tls_key": (None, str, "with --backend dask: this client's TLS key"),
     "sample_timeout": (None, nonnegative_float, "seconds before a sample's worker counts as hung (0: off; "
                        "None: the larger of 30 s and 100x the median sample)"),
+    "trace": (None, str, "write the first --trace-steps steps here as a Chrome trace (Perfetto, chrome://tracing)"),
+    "trace_steps": (200, integer(1), "steps the trace and timeline.png keep"),
     "quiet": (False, bool, "no progress bar or epoch lines"),
 }
 RUNTIME = {"workers", "backend", "scheduler", "out", "checkpoint_every", "quiet", "data_dir", "download",
-           "sample_timeout", "tls_ca_file", "tls_cert", "tls_key"}
-ADDED_LATER = ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key")  # old checkpoints lack them
+           "sample_timeout", "tls_ca_file", "tls_cert", "tls_key", "trace", "trace_steps"}
+# old checkpoints lack these
+ADDED_LATER = ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key", "trace", "trace_steps")
 
 
 def make_config(given, resume):
@@ -119,7 +123,7 @@ def main(argv=None):
             history = trainer.fit(train, config["epochs"], config["batch_size"], test=test,
                                   max_steps=config["max_steps"], out=config["out"],
                                   checkpoint_every=config["checkpoint_every"], progress=not config["quiet"],
-                                  config=config)
+                                  config=config, trace=config["trace"], trace_steps=config["trace_steps"])
         except TrainingInterrupted as e:
             ignore_further_signals()  # an impatient Ctrl-C must not cut the exit short
             return fail(f"{e}; saved step {trainer.step} to {trainer.last_checkpoint[0]}", e.exit_code, prefix="")

@@ -78,7 +78,7 @@ def test_mistakes_are_the_misclassified_digits_with_the_models_outputs(digits, m
     drawn = {}
     monkeypatch.setattr(plots, "plot_mistakes", lambda *args, **kwargs: drawn.update(args=args, kwargs=kwargs))
     monkeypatch.setattr(plots, "plot_confusion", lambda *args, **kwargs: None)
-    load_evaluate_script().draw_pictures(str(tmp_path), trainer.model, dataset, evaluation)
+    plots.plot_evaluation(str(tmp_path), trainer.model, dataset, evaluation)
     images, labels, predictions, scores, path = drawn["args"]
     assert [img.tolist() for img in images] == [dataset.images[i].tolist() for i in wrong[:64]]
     assert labels == [dataset.labels[i] for i in wrong[:64]]

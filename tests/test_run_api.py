@@ -78,7 +78,8 @@ def test_fit_with_out_keeps_a_resumable_run(straight):
     assert [s for s, _ in history["train"]] == list(range(1, 16)) and len(history["test"]) == 3
     assert history["out"] == out and history["memory"].startswith("memory")
     assert history["test"][0][1].confusion is None  # regression targets
-    expected = ["training.png"] if plots._pyplot() is not None else []  # no conv.0.weight: no filters.png
+    # no conv.0.weight: no filters.png; regression targets: no mistakes.png
+    expected = ["training.png", "timeline.png"] if plots._pyplot() is not None else []
     assert history["pictures"] == expected
     assert sorted(os.listdir(out)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + expected)
 

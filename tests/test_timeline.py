@@ -243,3 +243,22 @@ def test_numpy_numbers_in_a_report_are_written_as_plain_ones(tmp_path):
     assert spans(events, "step")[0]["args"]["lr"] == 0.25 and spans(events, "step")[0]["args"]["step"] == 1
     [sample] = spans(events, "sample")
     assert sample["args"]["index"] == 3 and isinstance(sample["args"]["index"], int)
+
+
+def test_fit_with_a_trace_writes_it_and_the_run_folder_gets_the_timeline(tmp_path):
+    from helpers_parallel import tiny_dataset, tiny_trainer
+    trace = tmp_path / "trace.json"
+    with tiny_trainer(2) as trainer:
+        history = trainer.fit(tiny_dataset(), epochs=2, batch_size=5, test=tiny_dataset(n=10, seed=1),
+                              out=str(tmp_path / "run"), trace=str(trace), trace_steps=50)
+    events = json.loads(trace.read_text())["traceEvents"]
+    steps = [e for e in events if e["ph"] == "X" and e["name"].startswith("step")]
+    assert len(steps) == 16
+    assert {e["name"] for e in events if e["ph"] == "X"} >= {"evaluation", "checkpoint", "wait", "reduce"}
+    if _pyplot_available():
+        assert "timeline.png" in history["pictures"] and (tmp_path / "run" / "timeline.png").exists()
+
+
+def _pyplot_available():
+    from parallel.run import plots
+    return plots._pyplot() is not None

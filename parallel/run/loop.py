@@ -8,7 +8,10 @@
       each step  train_stats.csv row, progress bar, step hooks (on_step, ...)
                  epoch end: evaluate test -> test_stats.csv, the epoch line, on_epoch
                  every checkpoint_every steps: model.json, written atomically
-      the end    evaluate if the run stopped mid-epoch, model.json, pictures
+      the end    evaluate if the run stopped mid-epoch, model.json, pictures (training,
+                 filters, mistakes and confusion of the last evaluation, the timeline of
+                 the first steps), and with ``trace`` the Chrome trace of the first
+                 ``trace_steps`` steps
       SIGINT / SIGTERM   model.json at the last completed step, then TrainingInterrupted
       a full disk        RunWriteError naming the file; the last model.json stays whole
 
@@ -28,6 +31,7 @@ from .checkpoint import save_run_checkpoint
 from .files import CsvLog, RunWriteError, prepare_run_folder, read_csv
 from .memory import MB, MemoryMonitor
 from .progress import Progress
+from .timeline import TimelineRecorder
 
 TRAIN_COLUMNS = ["step", "epoch", "loss", "lr", "samples_per_s", "parent_rss_mb", "worker_rss_mb"]
 TEST_COLUMNS = ["epoch", "step", "loss", "accuracy"]
@@ -37,13 +41,20 @@ class Run:
     """One call of ``fit``: its arguments, its files and what it has done so far (``history``)."""
 
     def __init__(self, trainer, train, epochs, batch_size, test=None, max_steps=None, out=None,
-                 checkpoint_every=100, progress=False, config=None, on_step=None, on_epoch=None):
+                 checkpoint_every=100, progress=False, config=None, on_step=None, on_epoch=None, trace=None,
+                 trace_steps=200):
         self.trainer, self.train, self.test, self.out = trainer, train, test, out
         self.epochs, self.batch_size, self.max_steps = epochs, batch_size, max_steps
         self.total = trainer.total_steps(len(train), epochs, batch_size, max_steps)
         self.checkpoint_every = checkpoint_every
         self.config = {} if config is None else config
         self.step_hooks = [on_step] if on_step else []  # each called with the StepReport of every step
+        self.trace = trace
+        self.timeline = TimelineRecorder(trace_steps) if out is not None or trace is not None else None
+        if self.timeline is not None:
+            self.step_hooks.append(self.timeline.on_step)
+            trainer.add_event_listener(self.timeline.on_event)
+        self.last_evaluation = None
         self.on_epoch = on_epoch
         self.history = {"train": [], "test": []}
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
@@ -124,9 +135,13 @@ class Run:
         return (order.position == 0 and order.epoch > 0
                 and not any(int(r["step"]) == last[1] for r in read_csv(self.test_log.path)))
 
+    def _span(self, name):
+        return self.timeline.span(name) if self.timeline is not None else contextlib.nullcontext()
+
     def evaluate(self):
         """Test loss and accuracy, logged with the epochs done (a fraction when stopped mid-epoch)."""
-        evaluation = self.trainer.evaluate(self.test)
+        with self._span("evaluation"):
+            evaluation = self.last_evaluation = self.trainer.evaluate(self.test)
         step = self.trainer.step
         epoch = round(step / self.steps_per_epoch, 4)
         if self.test_log is not None:
@@ -139,14 +154,16 @@ class Run:
         return evaluation
 
     def save(self):
-        self.train_log.flush()
-        self.test_log.flush()
-        save_run_checkpoint(self.checkpoint_path, self.trainer, self.config)
+        with self._span("checkpoint"):
+            self.train_log.flush()
+            self.test_log.flush()
+            save_run_checkpoint(self.checkpoint_path, self.trainer, self.config)
 
     def _finish(self):
         trainer = self.trainer
         if self.out is None:
             self.progress.close()
+            self._write_trace()
             return
         self.memory.read(force=True)
         if self.test is not None and (self.last_report is None or not self.last_report.epoch_end):
@@ -155,6 +172,7 @@ class Run:
         self.save()
         self.progress.close()
         self._close_logs()
+        self._write_trace()
         self.history.update(out=self.out, memory=self.memory.summary(), pictures=self.draw())
 
     def _stop(self, save):
@@ -166,6 +184,14 @@ class Run:
         finally:
             with contextlib.suppress(RunWriteError):  # the first failure is the one to report
                 self._close_logs()
+                self._write_trace()
+
+    def _write_trace(self):
+        if self.trace is not None:
+            try:
+                self.timeline.write(self.trace)
+            except OSError as e:
+                raise RunWriteError(self.trace, e) from None
 
     def _close_logs(self):
         for log in (self.train_log, self.test_log):
@@ -173,15 +199,23 @@ class Run:
                 log.close()
 
     def draw(self):
-        """training.png and filters.png (a model with a ``conv.0.weight``); [] without matplotlib."""
-        from .plots import plot_filters, plot_training
+        """training.png, timeline.png, filters.png (a model with a ``conv.0.weight``), mistakes.png and
+        confusion.png (a test set of images with class labels); [] without matplotlib."""
+        from .plots import plot_evaluation, plot_filters, plot_training
         drawn = []
         train_rows = read_csv(self.train_log.path)
         test_rows = read_csv(self.test_log.path)
-        weights = self.trainer.model.state_dict().get("conv.0.weight")
-        for name, draw in (("training.png", lambda p: plot_training(train_rows, test_rows, p, self.steps_per_epoch)),
-                           ("filters.png", lambda p: weights is not None and plot_filters(weights, p))):
-            path = os.path.join(self.out, name)
+        model = self.trainer.model
+        weights = model.state_dict().get("conv.0.weight")
+        evaluation = self.last_evaluation
+        pictures = [("training.png", lambda p: plot_training(train_rows, test_rows, p, self.steps_per_epoch)),
+                    ("timeline.png", lambda p: self.timeline.plot(p, quiet=True)),
+                    ("filters.png", lambda p: weights is not None and plot_filters(weights, p))]
+        if evaluation is not None and evaluation.confusion is not None and hasattr(self.test, "images"):
+            pictures.append(("mistakes.png, confusion.png",
+                             lambda p: plot_evaluation(self.out, model, self.test, evaluation)))
+        for name, draw in pictures:
+            path = os.path.join(self.out, name.split(",")[0])
             try:
                 if draw(path):
                     drawn.append(name)

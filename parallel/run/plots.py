@@ -1,10 +1,12 @@
-"""training.png (loss and accuracy curves) and filters.png (the first layer's filters).
+"""The run's pictures: training.png (loss and accuracy curves), filters.png (the first layer's
+filters), mistakes.png (misclassified digits) and confusion.png (the confusion matrix).
 
 Drawn with matplotlib's Agg backend (no display needed) and written through the one atomic
 writer (``minigrad.atomic_file``). When matplotlib is not installed the functions return
 False and the run goes on.
 """
 import math
+import os
 
 from minigrad.atomic_file import atomic_write
 
@@ -171,3 +173,25 @@ def plot_confusion(confusion, path, title="Confusion matrix"):
     _write_png(fig, path)
     plt.close(fig)
     return True
+
+
+def plot_evaluation(folder, model, dataset, evaluation):
+    """``folder``/mistakes.png and ``folder``/confusion.png of ``evaluation`` (of ``model`` on an image
+    ``dataset``); the model's outputs are computed here, in this process and without a graph, for the
+    misclassified digits only. Returns the paths drawn ([] without matplotlib)."""
+    import minigrad
+    from minigrad.core import flatten
+
+    wrong = first_mistakes(evaluation.predictions, evaluation.labels)
+    images = [dataset.images[i] for i in wrong]
+    predictions = [evaluation.predictions[i] for i in wrong]
+    with minigrad.no_grad():
+        outputs = [[o.v for o in flatten(model(x.tolist()))] for x in images]
+    total = sum(p != y for p, y in zip(evaluation.predictions, evaluation.labels))
+    paths = [os.path.join(folder, "mistakes.png"), os.path.join(folder, "confusion.png")]
+    drawn = plot_mistakes(images, [evaluation.labels[i] for i in wrong], predictions,
+                          [out[p] for out, p in zip(outputs, predictions)], paths[0], total=total,
+                          title=f"Misclassified {dataset.name} digits")
+    drawn = plot_confusion(evaluation.confusion, paths[1], title=f"{dataset.name}: {100 * evaluation.accuracy:.2f}% "
+                           f"of {evaluation.n} digits right (rows: true label)") and drawn
+    return paths if drawn else []

@@ -166,14 +166,15 @@ class TimelineRecorder:
         atomic_write_text(path, json.dumps(trace, separators=(",", ":"), default=_plain) + "\n")
         return path
 
-    def plot(self, path, steps=20):
+    def plot(self, path, steps=20, quiet=False):
         """``path``: the first ``steps`` steps, one row for the parent's phases and one per worker.
         Returns False (and says why in one line) when matplotlib is missing or nothing was recorded."""
         positive_int("steps", steps)
         from .plots import MATPLOTLIB_MISSING, _pyplot, _save
         plt = _pyplot()
         if plt is None:
-            print(f"{os.path.basename(path)} not drawn: {MATPLOTLIB_MISSING}")
+            if not quiet:
+                print(f"{os.path.basename(path)} not drawn: {MATPLOTLIB_MISSING}")
             return False
         if not self.step_starts:
             return False
