@@ -44,6 +44,7 @@ augment_fn=None)``
 A dataset is a ``minigrad.data.Dataset`` (``.images``, ``.labels``) or any sized object whose
 ``dataset[i]`` is ``(input, target)``. Errors: ``WorkerError`` (an exception in a worker, with
 its traceback), ``SampleCrashError`` (one sample killed workers ``max_crashes`` times in a row),
+``SampleTimeoutError`` (one sample ran past ``sample_timeout`` that many times in a row),
 ``NonFiniteError`` (NaN/Inf loss or gradient; the step is not applied), ``TrainingInterrupted``
 (SIGINT/SIGTERM; the model holds the last completed step), ``RunWriteError`` (a checkpoint, log
 or picture could not be written; the last checkpoint stays whole).
@@ -54,30 +55,34 @@ How work flows (backend="process")
 
     parent (DataParallelTrainer)                          |  worker k (one process each)
                                                           |
-    start: cloudpickle(model_fn, loss_fn, predict_fn) ----+--> Replica: model_fn() once
-           cloudpickle(dataset), once per dataset --------+--> replica.datasets[key]
+    start: cloudpickle(model_fn, loss_fn, ...) -----------+--> Replica: model_fn() once
+           each dataset once: a Dataset's arrays in ------+--> replica.datasets[key], mapped
+           shared memory, anything else cloudpickled      |    read-only or unpickled
                                                           |
     each step:                                            |
-      indices = data order's next batch                   |
-      split into contiguous chunks, one per worker        |
-      ("run", job, params float64 buffer, key, chunk) ----+--> set parameters from the buffer
-                                                          |    for index in chunk:
-                                                          |        zero grads, forward, loss, backward
-      wait(pipes + process sentinels) <-------------------+------- ("sample", job, index, loss,
-        result -> results[position in batch]              |         prediction, grad buffer, seconds)
-        sentinel -> worker died: replace it, resend       |
-                    only its unanswered samples           |
-        ("error", traceback) -> WorkerError, stop all     |
-      sum gradients in batch order, / batch size          |
-      optimizer step (deferring SIGINT/SIGTERM)           |
+      flat parameters -> shared parameter block           |
+      queue of batch positions; each idle worker gets ----+--> Compute(index, position): params
+        the next one                                      |    block -> model if changed; zero
+                                                          |    grads, forward, loss, backward;
+      gradient slab  <------------------------------------+--- gradient -> slab row ``position``
+      wait(pipes + process sentinels, deadline) <---------+--- Computed(position, loss, ...)
+        Computed -> that worker takes the next position   |
+        sentinel -> worker died: replace it, requeue      |
+                    the one sample it owed                |
+        deadline -> sample_timeout passed: SIGKILL,       |
+                    replace, requeue                      |
+        Failed(traceback) -> WorkerError, stop all        |
+      sum slab rows in batch order, / batch size          |
+      flat optimizer step (deferring SIGINT/SIGTERM)      |
                                                           |
     close: close the pipes (EOF), join, terminate, kill --+--> EOF / parent gone -> exit
+           unlink every shared block                      |
 
-Gradients and parameters travel as one float64 buffer in *tensor order*: the tensors of
+(``parallel.process_pool`` and ``parallel.protocol`` have the details.) Gradients and parameters are float64 buffers in *tensor order*: the tensors of
 ``model.named_tensors()`` one after another (``TensorLayout.split`` names the pieces:
 ``{"conv.0.weight": ..., "conv.0.bias": ..., ...}``). Workers ignore SIGINT, never write
 files, and exit when their pipe reaches EOF or their parent changes. A backend is
-``start(payload)`` / ``add_dataset(key, dataset)`` / ``run(mode, params, key, indices)`` /
+``start(payload)`` / ``add_dataset(key, dataset)`` / ``run(mode, params, key, indices, epoch)`` /
 ``close()`` (``parallel.backend.Backend``); ``InProcessBackend`` is workers=0 and
 ``ProcessBackend`` the pool, and ``parallel.dask_backend.DaskBackend`` runs the same work on
 dask.distributed: ``backend="dask", scheduler="tcp://host:port"`` (or a ``distributed.Client``)
