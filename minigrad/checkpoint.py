@@ -9,7 +9,8 @@ A checkpoint is one JSON object (never a pickle: loading a file must not run cod
 
 The original minigrad wrote a bare JSON array of floats, every parameter in ``get_parameters()``
 order (layer by layer, neuron by neuron, a neuron's weights then its bias). ``read`` accepts it as
-``{"format": "flat", "parameters": [...]}``; ``build_model`` takes it for the reference CNN.
+``{"format": "flat", "parameters": [...]}``; ``nn.module_from_checkpoint`` takes it for the
+reference CNN. This module knows files, not layers: it does not import ``nn``.
 
 Files are replaced atomically, so a crash while saving leaves the previous checkpoint whole.
 Every problem with a file raises ``CheckpointError``: one line naming the file, expected vs got.
@@ -20,7 +21,6 @@ import math
 import os
 import struct
 
-from . import nn
 from .atomic_file import atomic_write_text
 from .core import Value
 
@@ -187,7 +187,7 @@ def _check_format(name, doc):
 
 def load_into(model, ckpt):
     """Set ``model``'s parameters from ``ckpt`` (from ``read``); on any error change nothing."""
-    name = ckpt.path if isinstance(ckpt, Checkpoint) and ckpt.path else "checkpoint"
+    name = checkpoint_name(ckpt)
     if not isinstance(ckpt, dict):
         raise CheckpointError(f"{name}: expected a checkpoint dict, got {type(ckpt).__name__}")
     if ckpt.get("format") == FLAT:
@@ -195,38 +195,37 @@ def load_into(model, ckpt):
         n = len(model.parameters())
         if len(values) != n:
             raise CheckpointError(f"{name}: expected {n} parameters, got {len(values)}")
-        _as_checkpoint_error(name, model.load_parameter_values, values)
+        as_checkpoint_error(name, model.load_parameter_values, values)
         return model
     _check_format(name, ckpt)
     difference = _difference(model.config(), ckpt["model"], "model")
     if difference:
         raise CheckpointError(f"{name}: checkpoint is for a different architecture: {difference}")
-    _as_checkpoint_error(name, model.load_state_dict, ckpt["parameters"])
+    as_checkpoint_error(name, model.load_state_dict, ckpt["parameters"])
     return model
 
 
+def architecture(ckpt):
+    """``ckpt``'s model config, after checking its format; None for a flat checkpoint, which has none."""
+    if isinstance(ckpt, dict) and ckpt.get("format") == FLAT:
+        return None
+    _check_format(checkpoint_name(ckpt), ckpt)
+    return ckpt["model"]
+
+
 def build_model(ckpt, seed=None):
-    """A new model with ``ckpt``'s architecture and parameters; ``ckpt`` may also be a path.
-
-    A flat checkpoint does not say its architecture: it is taken to be the reference CNN
-    (``nn.CNN.reference``, 5,357 parameters) and refused at any other length.
-    """
-    if not isinstance(ckpt, dict):
-        ckpt = read(ckpt)
-    name = ckpt.path if isinstance(ckpt, Checkpoint) and ckpt.path else "checkpoint"
-    if ckpt.get("format") == FLAT:
-        model = nn.CNN.reference(seed=seed)
-        n, got = len(model.parameters()), len(ckpt.get("parameters") or ())
-        if got != n:
-            raise CheckpointError(f"{name}: expected {n} parameters (a flat checkpoint of the reference "
-                                  f"CNN), got {got}; build the model and use load_into")
-    else:
-        _check_format(name, ckpt)
-        model = _as_checkpoint_error(name, nn.module_from_config, ckpt["model"], seed)
-    return load_into(model, ckpt)
+    """``nn.module_from_checkpoint``: models are built in ``nn``, which imports this module."""
+    from .nn import module_from_checkpoint
+    return module_from_checkpoint(ckpt, seed)
 
 
-def _as_checkpoint_error(name, fn, *args):
+def checkpoint_name(ckpt):
+    """The file ``ckpt`` was read from, for messages ("checkpoint" when it was not read from one)."""
+    return ckpt.path if isinstance(ckpt, Checkpoint) and ckpt.path else "checkpoint"
+
+
+def as_checkpoint_error(name, fn, *args):
+    """``fn(*args)``, its ValueError raised again as a CheckpointError naming the file."""
     try:
         return fn(*args)
     except ValueError as e:

@@ -29,6 +29,7 @@ import random
 from abc import ABC, abstractmethod
 from operator import itemgetter
 
+from . import checkpoint
 from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
 
@@ -155,7 +156,6 @@ class Module(ABC):
 
     def save(self, path, /, **extra):
         """Write a JSON checkpoint (atomically): format version, config, named tensors, ``extra``."""
-        from . import checkpoint
         checkpoint.save(path, self, **extra)
 
     @_model_or_class_method
@@ -165,11 +165,10 @@ class Module(ABC):
         ``model.load(path)`` sets this model's parameters and returns it; ``CNN.load(path)``
         builds a new model from the checkpoint's architecture (a flat array: the reference CNN).
         """
-        from . import checkpoint
         ckpt = checkpoint.read(path)
         if not isinstance(self_or_cls, type):
             return checkpoint.load_into(self_or_cls, ckpt)
-        model = checkpoint.build_model(ckpt)
+        model = module_from_checkpoint(ckpt)
         if not isinstance(model, self_or_cls):
             raise checkpoint.CheckpointError(
                 f"{path}: expected a {self_or_cls.__name__} checkpoint, got a {type(model).__name__}")
@@ -648,6 +647,27 @@ def module_from_config(config, seed=None):
         raise ValueError(f"Model config for {config['type']} is incomplete or malformed: {e}") from None
 
 
+def module_from_checkpoint(ckpt, seed=None):
+    """A new model with ``ckpt``'s architecture and parameters; ``ckpt`` may also be a path.
+
+    A flat checkpoint does not say its architecture: it is taken to be the reference CNN
+    (``CNN.reference``, 5,357 parameters) and refused at any other length.
+    """
+    if not isinstance(ckpt, dict):
+        ckpt = checkpoint.read(ckpt)
+    name = checkpoint.checkpoint_name(ckpt)
+    config = checkpoint.architecture(ckpt)
+    if config is None:
+        model = CNN.reference(seed=seed)
+        n, got = len(model.parameters()), len(ckpt.get("parameters") or ())
+        if got != n:
+            raise checkpoint.CheckpointError(f"{name}: expected {n} parameters (a flat checkpoint of the "
+                                             f"reference CNN), got {got}; build the model and use load_into")
+    else:
+        model = checkpoint.as_checkpoint_error(name, module_from_config, config, seed)
+    return checkpoint.load_into(model, ckpt)
+
+
 __all__ = ["Module", "Neuron", "Linear", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sequential",
            "Tanh", "ReLU", "Sigmoid", "CNN", "CNNLayerConfig", "reference_cnn", "module_from_config",
-           "mse_loss", "cross_entropy", "as_value_array"]
+           "module_from_checkpoint", "mse_loss", "cross_entropy", "as_value_array"]

@@ -5,13 +5,18 @@ import json
 import math
 import os
 import random
+import subprocess
+import sys
 
 import pytest
 
 from minigrad import Value, mse_loss, nn
 from minigrad import checkpoint
-from minigrad.checkpoint import CheckpointError, build_model, load_into, parameters_sha256, read, save
+from minigrad.checkpoint import CheckpointError, load_into, parameters_sha256, read, save
+from minigrad.nn import module_from_checkpoint
 from minigrad.optimizer import Adam, optimizer_from_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +44,7 @@ def test_round_trip_keeps_every_parameter_bit_for_bit(tmp_path):
     ckpt = read(path)
     assert ckpt["format"] == checkpoint.FORMAT and ckpt["version"] == checkpoint.VERSION
     assert ckpt["model"] == model.config() and ckpt["parameters"] == model.state_dict()
-    rebuilt = build_model(ckpt)
+    rebuilt = module_from_checkpoint(ckpt)
     assert type(rebuilt) is nn.CNN and rebuilt.config() == model.config()
     assert rebuilt.parameter_values() == model.parameter_values()
     assert parameters_sha256(rebuilt) == parameters_sha256(model)
@@ -54,10 +59,19 @@ def test_round_trip_keeps_every_parameter_bit_for_bit(tmp_path):
 def test_module_save_and_generic_architecture(tmp_path):
     model = small_model()
     model.save(tmp_path / "small.json", step=5)
-    rebuilt = build_model(str(tmp_path / "small.json"))
+    rebuilt = module_from_checkpoint(str(tmp_path / "small.json"))
     assert isinstance(rebuilt, nn.Sequential)
     x = [0.3, -0.2, 0.9]
     assert [v.v for v in rebuilt(x)] == [v.v for v in model(x)]
+
+
+def test_checkpoint_module_does_not_import_nn(tmp_path):
+    code = ("import sys, minigrad.checkpoint as c; assert 'minigrad.nn' not in sys.modules, 'nn imported'; "
+            f"m = c.build_model({str(tmp_path / 'small.json')!r}); print(type(m).__name__)")
+    small_model().save(tmp_path / "small.json")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "Sequential\n", "")
 
 
 def test_extra_fields_are_preserved(tmp_path):
@@ -91,7 +105,7 @@ def test_resume_from_checkpoint_continues_bit_identically(tmp_path):
     expected_digest_after_4 = parameters_sha256(model)
     save(tmp_path / "run.json", model, optimizer=opt.state_dict(), step=4)
     ckpt = read(tmp_path / "run.json")
-    resumed = build_model(ckpt, seed=99)
+    resumed = module_from_checkpoint(ckpt, seed=99)
     assert parameters_sha256(resumed) == expected_digest_after_4
     resumed_opt = optimizer_from_state(resumed.parameters(), ckpt["optimizer"])
     train(resumed, resumed_opt, range(ckpt["step"], 10))
@@ -149,7 +163,7 @@ def test_flat_checkpoint_read_and_build(tmp_path):
     (tmp_path / "flat.json").write_text(json.dumps(model.parameter_values()))
     ckpt = read(tmp_path / "flat.json")
     assert ckpt == {"format": "flat", "parameters": model.parameter_values()}
-    rebuilt = build_model(tmp_path / "flat.json")
+    rebuilt = module_from_checkpoint(tmp_path / "flat.json")
     assert parameters_sha256(rebuilt) == parameters_sha256(model)
 
 
@@ -157,7 +171,7 @@ def test_flat_checkpoint_of_another_length_cannot_be_built(tmp_path):
     (tmp_path / "tiny.json").write_text("[1.0, 2.0, 3]")
     with pytest.raises(CheckpointError, match=r"tiny.json: expected 5357 parameters \(a flat checkpoint "
                                               r"of the reference CNN\), got 3; build the model"):
-        build_model(tmp_path / "tiny.json")
+        module_from_checkpoint(tmp_path / "tiny.json")
 
 
 # ---- bad files: named in the error, the model untouched ----
@@ -246,7 +260,7 @@ def test_bad_file_is_named_and_model_is_unchanged(tmp_path, reference_text, cont
     assert "\n" not in str(info.value)
     assert parameters_sha256(model) == before
     with pytest.raises(CheckpointError, match=r"model.json: "):
-        build_model(path)  # builds the file's own architecture, so some messages differ
+        module_from_checkpoint(path)  # builds the file's own architecture, so some messages differ
 
 
 def test_a_directory_is_not_a_checkpoint(tmp_path):
@@ -282,7 +296,7 @@ def test_unbuildable_config_is_a_checkpoint_error(tmp_path):
     (tmp_path / "odd.json").write_text(json.dumps(
         {"format": "minigrad-checkpoint", "version": 1, "model": {"type": "Transformer"}, "parameters": {}}))
     with pytest.raises(CheckpointError, match=r"odd.json: Expected a model config with a type in"):
-        build_model(tmp_path / "odd.json")
+        module_from_checkpoint(tmp_path / "odd.json")
 
 
 # ---- writing: refused values and failures in the middle ----
