@@ -19,14 +19,20 @@ import hashlib
 import json
 import math
 import os
+import re
 import struct
 
 from .atomic_file import atomic_write_text
+from .checks import is_finite_real
 from .core import Value
+from .file_reading import FileRefused, read_limited
 
 FORMAT = "minigrad-checkpoint"
 VERSION = 1
 FLAT = "flat"
+MAX_BYTES = 64 * 2 ** 20  # a 5,357-parameter CNN takes 120 KB; a million parameters about 20 MB
+MAX_DEPTH = 64            # a conv weight nests 4 deep, a model config a few levels more
+MAX_DIGITS = 1000         # a float64 needs at most 17 significant digits
 _REQUIRED = ("format", "version", "model", "parameters")
 
 
@@ -86,10 +92,14 @@ def _json_problem(x, where):
 
 # ---- reading ----
 
-def read(path):
-    """The checkpoint at ``path`` as a ``Checkpoint`` dict, after checking its format."""
+def read(path, max_bytes=MAX_BYTES):
+    """The checkpoint at ``path`` as a ``Checkpoint`` dict, after checking its format.
+
+    Anything else is one ``CheckpointError``, however large, deep or strange the file: at most
+    ``max_bytes``, nested at most ``MAX_DEPTH`` deep, integers of at most ``MAX_DIGITS`` digits.
+    """
     name = os.fspath(path)
-    doc = _parse(name, _read_text(name))
+    doc = _parse(name, _read_text(name, max_bytes))
     if isinstance(doc, list):
         ckpt = Checkpoint(format=FLAT, parameters=_flat_values(name, doc))
     elif isinstance(doc, dict):
@@ -102,14 +112,13 @@ def read(path):
     return ckpt
 
 
-def _read_text(name):
+def _read_text(name, max_bytes):
     try:
-        with open(name, encoding="utf-8") as f:
-            text = f.read()
+        text = read_limited(name, max_bytes).decode("utf-8")
     except FileNotFoundError:
         raise CheckpointError(f"{name}: no such file") from None
-    except IsADirectoryError:
-        raise CheckpointError(f"{name}: expected a checkpoint file, got a directory") from None
+    except FileRefused as e:
+        raise CheckpointError(f"{name}: {e}") from None
     except UnicodeDecodeError as e:
         raise CheckpointError(f"{name}: expected JSON text, got bytes that are not UTF-8 "
                               f"(at byte {e.start})") from None
@@ -129,6 +138,15 @@ def _refuse(constant):
 
 
 def _parse(name, text):
+    bare = _STRING.sub('""', text)
+    depth = _nesting_depth(bare, MAX_DEPTH)
+    if depth > MAX_DEPTH:
+        raise CheckpointError(f"{name}: expected arrays and objects nested at most {MAX_DEPTH} deep, "
+                              f"got {'more' if depth == math.inf else depth}")
+    digits = _LONG_NUMBER.search(bare)
+    if digits:
+        raise CheckpointError(f"{name}: expected numbers of at most {MAX_DIGITS} digits, got one of more "
+                              f"({digits.group()[:20]}...)")
     try:
         return json.loads(text, parse_constant=_refuse)
     except _NonFinite as e:
@@ -139,6 +157,30 @@ def _parse(name, text):
                                   f"column {e.colno}") from None
         raise CheckpointError(f"{name}: not valid JSON at line {e.lineno} column {e.colno}: "
                               f"{e.msg}") from None
+    except (ValueError, RecursionError) as e:  # what the checks above should already have caught
+        raise CheckpointError(f"{name}: not valid JSON: {str(e)[:200]}") from None
+
+
+_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_A_BRACKET = re.compile(r"[^\[\]{}]+")
+_LONG_NUMBER = re.compile(rf"\d{{{MAX_DIGITS + 1}}}")
+
+
+def _nesting_depth(bare, limit):
+    """How deep the arrays and objects of JSON text ``bare`` (its strings emptied) nest, without
+    recursion; math.inf past ``limit``.
+
+    Every pass removes the innermost ``[]`` pairs: a balanced text empties in exactly its depth
+    of passes. Unclosed brackets left over count as deeper levels.
+    """
+    brackets = _NOT_A_BRACKET.sub("", bare).replace("{", "[").replace("}", "]")
+    depth = 0
+    while "[]" in brackets:
+        if depth == limit:
+            return math.inf
+        brackets = brackets.replace("[]", "")
+        depth += 1
+    return depth + brackets.count("[")
 
 
 def _looks_truncated(text, error):
@@ -164,19 +206,19 @@ def _flat_values(name, values):
     for i, x in enumerate(values):
         if isinstance(x, bool) or not isinstance(x, (int, float)):
             raise CheckpointError(f"{name}: expected a number at parameter {i}, got {_json_type(x)}")
-        if not math.isfinite(x):
-            raise CheckpointError(f"{name}: expected a finite number at parameter {i}, got {x!r}")
+        if not is_finite_real(x):
+            raise CheckpointError(f"{name}: expected a finite number at parameter {i}, got {_short(x)}")
     return [float(x) for x in values]
 
 
 def _check_format(name, doc):
     if doc.get("format") != FORMAT:
-        got = repr(doc["format"]) if "format" in doc else f"no format field (keys {sorted(doc)[:5]})"
+        got = _short(doc["format"]) if "format" in doc else f"no format field (keys {_short(sorted(doc)[:5])})"
         raise CheckpointError(f"{name}: expected format {FORMAT!r}, got {got}")
     version = doc.get("version")
     if version != VERSION or isinstance(version, bool):
         newer = " (written by a newer minigrad?)" if isinstance(version, int) and version > VERSION else ""
-        raise CheckpointError(f"{name}: expected version {VERSION}, got {version!r}{newer}")
+        raise CheckpointError(f"{name}: expected version {VERSION}, got {_short(version)}{newer}")
     for key, what in (("model", "the architecture"), ("parameters", "tensors by name")):
         if not isinstance(doc.get(key), dict):
             got = _json_type(doc[key]) if key in doc else "nothing"
@@ -229,7 +271,7 @@ def as_checkpoint_error(name, fn, *args):
     try:
         return fn(*args)
     except ValueError as e:
-        raise CheckpointError(f"{name}: {e}") from None
+        raise CheckpointError(f"{name}: {_cut(str(e), 300)}") from None
 
 
 def _difference(expected, got, where):
@@ -237,12 +279,12 @@ def _difference(expected, got, where):
     if isinstance(expected, dict) and isinstance(got, dict):
         for k in expected:
             if k not in got:
-                return f"expected {where}.{k} = {expected[k]!r}, got none"
+                return f"expected {where}.{k} = {_short(expected[k])}, got none"
             d = _difference(expected[k], got[k], f"{where}.{k}")
             if d:
                 return d
         extra = [k for k in got if k not in expected]
-        return f"expected no {where}.{extra[0]}, got {got[extra[0]]!r}" if extra else None
+        return f"expected no {where}.{_cut(extra[0])}, got {_short(got[extra[0]])}" if extra else None
     if isinstance(expected, list) and isinstance(got, list):
         if len(expected) != len(got):
             return f"expected {len(expected)} items in {where}, got {len(got)}"
@@ -253,7 +295,16 @@ def _difference(expected, got, where):
         return None
     if type(expected) is type(got) and expected == got:
         return None
-    return f"expected {where} = {expected!r}, got {got!r}"
+    return f"expected {where} = {_short(expected)}, got {_short(got)}"
+
+
+def _short(x):
+    """``repr(x)``, cut to a length that keeps a message one readable line."""
+    return _cut(repr(x))
+
+
+def _cut(text, limit=80):
+    return text if len(text) <= limit else text[:limit] + "..."
 
 
 # ---- comparing ----

@@ -264,7 +264,7 @@ def test_bad_file_is_named_and_model_is_unchanged(tmp_path, reference_text, cont
 
 
 def test_a_directory_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match=r"expected a checkpoint file, got a directory"):
+    with pytest.raises(CheckpointError, match=r"expected a regular file, got a directory"):
         read(tmp_path)
 
 
