@@ -3,9 +3,16 @@
 A checkpoint is one JSON object (never a pickle: loading a file must not run code)::
 
     {"format": "minigrad-checkpoint", "version": 1,
+     "minigrad": "1.0.0",               # the version that wrote it, for messages
+     "layout": "named-tensors",         # how parameters and per-parameter state are laid out
      "model": {...},                    # model.config(), enough to rebuild the architecture
      "parameters": {"conv.0.weight": [[[[...]]]], "conv.0.bias": [...], ...},  # state_dict()
      ...}                               # extra fields: optimizer state, step, the run's config
+
+Layout "named-tensors": parameters are tensors by name, each nested like torch's; lists of
+per-parameter state (an optimizer's momentum, Adam's moments) follow ``get_parameters()`` order.
+A file without "layout" (written before the field existed) has this layout. A file in a newer
+format version or another layout is refused by ``read``, naming both, before anything uses it.
 
 The original minigrad wrote a bare JSON array of floats, every parameter in ``get_parameters()``
 order (layer by layer, neuron by neuron, a neuron's weights then its bias). ``read`` accepts it as
@@ -22,6 +29,7 @@ import os
 import re
 import struct
 
+from . import __version__
 from .atomic_file import atomic_write_text
 from .checks import is_finite_real
 from .core import Value
@@ -29,11 +37,13 @@ from .file_reading import FileRefused, read_limited
 
 FORMAT = "minigrad-checkpoint"
 VERSION = 1
+LAYOUT = "named-tensors"
 FLAT = "flat"
 MAX_BYTES = 64 * 2 ** 20  # a 5,357-parameter CNN takes 120 KB; a million parameters about 20 MB
 MAX_DEPTH = 64            # a conv weight nests 4 deep, a model config a few levels more
 MAX_DIGITS = 1000         # a float64 needs at most 17 significant digits
 _REQUIRED = ("format", "version", "model", "parameters")
+_WRITTEN = _REQUIRED + ("minigrad", "layout")
 
 
 class CheckpointError(ValueError):
@@ -50,10 +60,10 @@ class Checkpoint(dict):
 
 def save(path, model, /, **extra):
     """Write ``model``'s config and parameters, and the JSON-able ``extra`` fields, to ``path``."""
-    clash = [k for k in _REQUIRED if k in extra]
+    clash = [k for k in _WRITTEN if k in extra]
     if clash:
-        raise ValueError(f"Expected extra fields other than {list(_REQUIRED)}, got {clash}")
-    doc = {"format": FORMAT, "version": VERSION, "model": model.config(),
+        raise ValueError(f"Expected extra fields other than {list(_WRITTEN)}, got {clash}")
+    doc = {"format": FORMAT, "version": VERSION, "minigrad": __version__, "layout": LAYOUT, "model": model.config(),
            "parameters": model.state_dict()}
     doc.update(extra)
     atomic_write_json(path, doc)
@@ -216,9 +226,17 @@ def _check_format(name, doc):
         got = _short(doc["format"]) if "format" in doc else f"no format field (keys {_short(sorted(doc)[:5])})"
         raise CheckpointError(f"{name}: expected format {FORMAT!r}, got {got}")
     version = doc.get("version")
+    writer = doc.get("minigrad")
+    by = f"minigrad {_cut(writer, 40)}" if isinstance(writer, str) else None
     if version != VERSION or isinstance(version, bool):
-        newer = " (written by a newer minigrad?)" if isinstance(version, int) and version > VERSION else ""
-        raise CheckpointError(f"{name}: expected version {VERSION}, got {_short(version)}{newer}")
+        if by is None and isinstance(version, int) and version > VERSION:
+            by = "a newer minigrad?"
+        raise CheckpointError(f"{name}: expected version {VERSION} (minigrad {__version__}), got "
+                              f"{_short(version)}{f' (written by {by})' if by else ''}")
+    layout = doc.get("layout", LAYOUT)
+    if layout != LAYOUT:
+        raise CheckpointError(f"{name}: expected parameter layout {LAYOUT!r} (minigrad {__version__}), got "
+                              f"{_short(layout)}{f' (written by {by})' if by else ''}")
     for key, what in (("model", "the architecture"), ("parameters", "tensors by name")):
         if not isinstance(doc.get(key), dict):
             got = _json_type(doc[key]) if key in doc else "nothing"
