@@ -10,6 +10,7 @@ import gzip
 import os
 import stat
 
+_CHUNK = 1 << 20
 _KINDS = ((stat.S_ISDIR, "a directory"), (stat.S_ISFIFO, "a FIFO"), (stat.S_ISCHR, "a character device"),
           (stat.S_ISBLK, "a block device"), (stat.S_ISSOCK, "a socket"))
 
@@ -37,12 +38,24 @@ def read_limited(path, limit, gzipped=False):
     with os.fdopen(fd, "rb") as f:
         if gzipped:
             with gzip.GzipFile(fileobj=f, mode="rb") as gz:
-                data = gz.read(limit + 1)
+                data = _read_at_most(gz, limit + 1)
             _check_size(len(data), limit, " once decompressed")
             return data
-        data = f.read(limit + 1)
+        data = _read_at_most(f, limit + 1)
     _check_size(len(data), limit, "")
     return data
+
+
+def _read_at_most(f, n):
+    """Up to ``n`` bytes of ``f``, in chunks: ``f.read(n)`` may allocate all ``n`` at once."""
+    chunks, size = [], 0
+    while size < n:
+        chunk = f.read(min(_CHUNK, n - size))
+        if not chunk:
+            break
+        chunks.append(chunk)
+        size += len(chunk)
+    return b"".join(chunks)
 
 
 def _check_size(size, limit, how):
