@@ -106,7 +106,8 @@ def read(path, max_bytes=MAX_BYTES):
     """The checkpoint at ``path`` as a ``Checkpoint`` dict, after checking its format.
 
     Anything else is one ``CheckpointError``, however large, deep or strange the file: at most
-    ``max_bytes``, nested at most ``MAX_DEPTH`` deep, integers of at most ``MAX_DIGITS`` digits.
+    ``max_bytes``, nested at most ``MAX_DEPTH`` deep, no run of more than ``MAX_DIGITS`` digits
+    (a 5,000-digit integer would take CPython's int() limit or PyPy's quadratic time).
     """
     name = os.fspath(path)
     doc = _parse(name, _read_text(name, max_bytes))
