@@ -24,11 +24,12 @@ layer adds a shared weight's contributions in another order. The fused one is ma
 """
 import functools
 import math
-import numbers
 import random
 from abc import ABC, abstractmethod
 from operator import itemgetter
 
+from . import checkpoint
+from .checks import is_finite_real
 from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
 
@@ -148,14 +149,13 @@ class Module(ABC):
         if len(values) != len(params):
             raise ValueError(f"Expected {len(params)} parameter values, got {len(values)}")
         for i, v in enumerate(values):
-            if isinstance(v, bool) or not isinstance(v, numbers.Real) or not math.isfinite(v):
+            if not is_finite_real(v):
                 raise ValueError(f"Expected finite numbers as parameter values, got {v!r} at index {i}")
         for p, v in zip(params, values):
             p.v = float(v)
 
     def save(self, path, /, **extra):
         """Write a JSON checkpoint (atomically): format version, config, named tensors, ``extra``."""
-        from . import checkpoint
         checkpoint.save(path, self, **extra)
 
     @_model_or_class_method
@@ -165,11 +165,10 @@ class Module(ABC):
         ``model.load(path)`` sets this model's parameters and returns it; ``CNN.load(path)``
         builds a new model from the checkpoint's architecture (a flat array: the reference CNN).
         """
-        from . import checkpoint
         ckpt = checkpoint.read(path)
         if not isinstance(self_or_cls, type):
             return checkpoint.load_into(self_or_cls, ckpt)
-        model = checkpoint.build_model(ckpt)
+        model = module_from_checkpoint(ckpt)
         if not isinstance(model, self_or_cls):
             raise checkpoint.CheckpointError(
                 f"{path}: expected a {self_or_cls.__name__} checkpoint, got a {type(model).__name__}")
@@ -188,7 +187,7 @@ def _unnest(nested, shape, name):
         if depth == len(shape):
             if isinstance(x, bool) or not isinstance(x, (int, float)):
                 raise ValueError(f"{name}{path}: expected a number, got {type(x).__name__}")
-            if not math.isfinite(x):
+            if not is_finite_real(x):
                 raise ValueError(f"{name}{path}: expected a finite number, got {x!r}")
             out.append(float(x))
             return
@@ -638,8 +637,9 @@ _BUILDERS = {
 
 def module_from_config(config, seed=None):
     """A freshly initialised module with the architecture ``config`` describes."""
-    if not isinstance(config, dict) or config.get("type") not in _BUILDERS:
-        got = config.get("type") if isinstance(config, dict) else type(config).__name__
+    kind = config.get("type") if isinstance(config, dict) else None
+    if not isinstance(kind, str) or kind not in _BUILDERS:
+        got = kind if isinstance(config, dict) else type(config).__name__
         raise ValueError(f"Expected a model config with a type in {sorted(_BUILDERS)}, got {got!r}")
     rng = _rng(seed)
     try:
@@ -648,6 +648,81 @@ def module_from_config(config, seed=None):
         raise ValueError(f"Model config for {config['type']} is incomplete or malformed: {e}") from None
 
 
+def module_from_checkpoint(ckpt, seed=None):
+    """A new model with ``ckpt``'s architecture and parameters; ``ckpt`` may also be a path.
+
+    A flat checkpoint does not say its architecture: it is taken to be the reference CNN
+    (``CNN.reference``, 5,357 parameters) and refused at any other length. A config that would
+    build far more than the file's parameters (a hostile ``in_dim`` of a billion) is refused
+    before anything is built.
+    """
+    if not isinstance(ckpt, dict):
+        ckpt = checkpoint.read(ckpt)
+    name = checkpoint.checkpoint_name(ckpt)
+    config = checkpoint.architecture(ckpt)
+    if config is None:
+        model = CNN.reference(seed=seed)
+        n, got = len(model.parameters()), len(ckpt.get("parameters") or ())
+        if got != n:
+            raise checkpoint.CheckpointError(f"{name}: expected {n} parameters (a flat checkpoint of the "
+                                             f"reference CNN), got {got}; build the model and use load_into")
+    else:
+        n, size = _leaf_count(ckpt["parameters"]), _build_size(config)
+        if size > 4 * n + 2 ** 22:
+            got = f"{size:,}" if size < 10 ** 15 else "more than 10**15"
+            raise checkpoint.CheckpointError(
+                f"{name}: expected a model config in proportion to the {n:,} parameter values the file "
+                f"holds, got one that builds {got} parameters and window indices")
+        model = checkpoint.as_checkpoint_error(name, module_from_config, config, seed)
+    return checkpoint.load_into(model, ckpt)
+
+
+def _leaf_count(tree):
+    """How many non-list, non-dict values ``tree`` holds, without recursion."""
+    count, stack = 0, [tree]
+    while stack:
+        x = stack.pop()
+        if isinstance(x, dict):
+            stack.extend(x.values())
+        elif isinstance(x, list):
+            stack.extend(x)
+        else:
+            count += 1
+    return count
+
+
+def _build_size(config):
+    """About how many Values and window indices ``module_from_config(config)`` would create,
+    read from the config alone (a malformed field counts as 1: the constructor refuses it)."""
+    if not isinstance(config, dict):
+        return 0
+    def dim(c, key):
+        v = c.get(key) if isinstance(c, dict) else None
+        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 1
+    def conv(c, h, w, kind):  # -> size, output channels, height, width
+        k, s, out = dim(kind, "kernel_size"), dim(kind, "stride"), dim(kind, "out_channels")
+        oh, ow = max(h - k, 0) // s + 1, max(w - k, 0) // s + 1
+        return out * (c * k * k + 1) + oh * ow * c * k * k, out, oh, ow
+    kind, layers = config.get("type"), config.get("layers")
+    layers = layers if isinstance(layers, list) else []
+    if kind == "Neuron":
+        return dim(config, "in_dim") + 1
+    if kind == "Linear":
+        return dim(config, "out_dim") * (dim(config, "in_dim") + 1)
+    if kind == "Conv2D":
+        return conv(dim(config, "in_channels"), dim(config, "height"), dim(config, "width"), config)[0]
+    if kind == "Sequential":
+        return sum(_build_size(layer) for layer in layers)
+    if kind == "CNN":
+        total, c, h, w = 0, dim(config, "in_channels"), dim(config, "height"), dim(config, "width")
+        for layer in layers:
+            size, c, h, w = conv(c, h, w, layer)
+            total += size
+        hidden = dim(config, "hidden_dim")
+        return total + hidden * (c * h * w + 1) + dim(config, "n_classes") * (hidden + 1)
+    return 0
+
+
 __all__ = ["Module", "Neuron", "Linear", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sequential",
            "Tanh", "ReLU", "Sigmoid", "CNN", "CNNLayerConfig", "reference_cnn", "module_from_config",
-           "mse_loss", "cross_entropy", "as_value_array"]
+           "module_from_checkpoint", "mse_loss", "cross_entropy", "as_value_array"]

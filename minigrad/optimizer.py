@@ -18,6 +18,7 @@ gradient, left by ``backward(create_graph=True)``, is read as its float.
 import math
 from abc import ABC, abstractmethod
 
+from .checks import is_finite_real
 from .core import Value
 from .schedule import lr_at  # noqa: F401  (re-exported: schedules go with optimizers)
 
@@ -96,7 +97,7 @@ class Optimizer(ABC):
             got = f"{len(values)} values" if isinstance(values, list) else type(values).__name__
             raise ValueError(f"Expected state {name} to hold {n} values, got {got}")
         for i, x in enumerate(values):
-            if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+            if not is_finite_real(x):
                 raise ValueError(f"Expected state {name}[{i}] to be a finite number, got {x!r}")
         return [float(x) for x in values]
 
@@ -225,7 +226,7 @@ OPTIMIZERS = {"SGD": SGD, "Adam": Adam}
 def optimizer_from_state(parameters, state_dict):
     """The optimizer ``state_dict`` was taken from, over ``parameters``, ready to continue."""
     kind = state_dict.get("type") if isinstance(state_dict, dict) else None
-    if kind not in OPTIMIZERS:
+    if not isinstance(kind, str) or kind not in OPTIMIZERS:
         raise ValueError(f"Expected an optimizer state with a type in {sorted(OPTIMIZERS)}, got {kind!r}")
     opt = OPTIMIZERS[kind](parameters, lr=0.0)  # hyperparameters come from the state
     opt.load_state_dict(state_dict)
@@ -249,7 +250,7 @@ def _parameter_list(parameters):
 
 def _check_real(name, x, upper=None, upper_open=False):
     """``x`` is a finite real number >= 0 (and <= upper, or < upper when upper_open)."""
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+    if not is_finite_real(x):
         raise ValueError(f"Expected {name} to be a finite number, got {x!r}")
     if x < 0:
         raise ValueError(f"Expected {name} >= 0, got {x!r}")

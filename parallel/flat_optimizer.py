@@ -180,7 +180,7 @@ FLAT_OPTIMIZERS = {cls.reference.__name__: cls for cls in (FlatSGD, FlatAdam)}
 def flat_optimizer_from_state(params, state_dict, order=None):
     """The flat optimizer continuing ``state_dict`` (from a flat or a ``minigrad.optimizer``)."""
     kind = state_dict.get("type") if isinstance(state_dict, dict) else None
-    if kind not in FLAT_OPTIMIZERS:
+    if not isinstance(kind, str) or kind not in FLAT_OPTIMIZERS:
         raise ValueError(f"Expected an optimizer state with a type in {sorted(FLAT_OPTIMIZERS)}, got {kind!r}")
     opt = FLAT_OPTIMIZERS[kind](params, lr=0.0, order=order)
     opt.load_state_dict(state_dict)

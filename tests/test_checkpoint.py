@@ -1,17 +1,28 @@
 """JSON checkpoints: round trips, the original flat format against a torch model, every kind of
 bad file (named in the error, model untouched), atomic writes under failure, and the digest."""
+import errno
 import hashlib
 import json
 import math
 import os
 import random
+import re
+import shutil
+import subprocess
+import sys
+import tempfile
 
 import pytest
 
+import minigrad
 from minigrad import Value, mse_loss, nn
 from minigrad import checkpoint
-from minigrad.checkpoint import CheckpointError, build_model, load_into, parameters_sha256, read, save
+from minigrad.atomic_file import WriteError
+from minigrad.checkpoint import CheckpointError, load_into, parameters_sha256, read, save
+from minigrad.nn import module_from_checkpoint
 from minigrad.optimizer import Adam, optimizer_from_state
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
 @pytest.fixture(scope="module")
@@ -39,7 +50,7 @@ def test_round_trip_keeps_every_parameter_bit_for_bit(tmp_path):
     ckpt = read(path)
     assert ckpt["format"] == checkpoint.FORMAT and ckpt["version"] == checkpoint.VERSION
     assert ckpt["model"] == model.config() and ckpt["parameters"] == model.state_dict()
-    rebuilt = build_model(ckpt)
+    rebuilt = module_from_checkpoint(ckpt)
     assert type(rebuilt) is nn.CNN and rebuilt.config() == model.config()
     assert rebuilt.parameter_values() == model.parameter_values()
     assert parameters_sha256(rebuilt) == parameters_sha256(model)
@@ -54,10 +65,40 @@ def test_round_trip_keeps_every_parameter_bit_for_bit(tmp_path):
 def test_module_save_and_generic_architecture(tmp_path):
     model = small_model()
     model.save(tmp_path / "small.json", step=5)
-    rebuilt = build_model(str(tmp_path / "small.json"))
+    rebuilt = module_from_checkpoint(str(tmp_path / "small.json"))
     assert isinstance(rebuilt, nn.Sequential)
     x = [0.3, -0.2, 0.9]
     assert [v.v for v in rebuilt(x)] == [v.v for v in model(x)]
+
+
+def test_checkpoint_module_does_not_import_nn(tmp_path):
+    code = ("import sys, minigrad.checkpoint as c; assert 'minigrad.nn' not in sys.modules, 'nn imported'; "
+            f"m = c.build_model({str(tmp_path / 'small.json')!r}); print(type(m).__name__)")
+    small_model().save(tmp_path / "small.json")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": ROOT})
+    assert (done.returncode, done.stdout, done.stderr) == (0, "Sequential\n", "")
+
+
+def test_a_checkpoint_names_its_writer_and_layout(tmp_path, reference_text):
+    small_model().save(tmp_path / "small.json")
+    ckpt = read(tmp_path / "small.json")
+    assert (ckpt["minigrad"], ckpt["layout"]) == (minigrad.__version__, "named-tensors")
+    with pytest.raises(ValueError, match=r"Expected extra fields other than .*'layout'\], got \['layout'\]"):
+        small_model().save(tmp_path / "other.json", layout="x")
+    old = tmp_path / "old.json"  # written before the two fields existed: still read, same layout
+    old.write_text(reference_text)
+    assert "layout" not in read(old) and module_from_checkpoint(old).config() == nn.CNN.reference().config()
+
+
+def test_evaluate_refuses_a_newer_checkpoint_before_any_work(tmp_path, reference_text):
+    path = tmp_path / "newer.json"
+    path.write_text(_doc(reference_text, version=2, minigrad="2.0.0"))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), str(path)],
+                          capture_output=True, text=True, timeout=120, env={**os.environ, "PYTHONPATH": ROOT})
+    assert (done.returncode, done.stdout) == (2, "")
+    assert done.stderr == (f"error: {path}: expected version 1 (minigrad {minigrad.__version__}), got 2 "
+                           f"(written by minigrad 2.0.0)\n")
 
 
 def test_extra_fields_are_preserved(tmp_path):
@@ -91,7 +132,7 @@ def test_resume_from_checkpoint_continues_bit_identically(tmp_path):
     expected_digest_after_4 = parameters_sha256(model)
     save(tmp_path / "run.json", model, optimizer=opt.state_dict(), step=4)
     ckpt = read(tmp_path / "run.json")
-    resumed = build_model(ckpt, seed=99)
+    resumed = module_from_checkpoint(ckpt, seed=99)
     assert parameters_sha256(resumed) == expected_digest_after_4
     resumed_opt = optimizer_from_state(resumed.parameters(), ckpt["optimizer"])
     train(resumed, resumed_opt, range(ckpt["step"], 10))
@@ -149,7 +190,7 @@ def test_flat_checkpoint_read_and_build(tmp_path):
     (tmp_path / "flat.json").write_text(json.dumps(model.parameter_values()))
     ckpt = read(tmp_path / "flat.json")
     assert ckpt == {"format": "flat", "parameters": model.parameter_values()}
-    rebuilt = build_model(tmp_path / "flat.json")
+    rebuilt = module_from_checkpoint(tmp_path / "flat.json")
     assert parameters_sha256(rebuilt) == parameters_sha256(model)
 
 
@@ -157,7 +198,7 @@ def test_flat_checkpoint_of_another_length_cannot_be_built(tmp_path):
     (tmp_path / "tiny.json").write_text("[1.0, 2.0, 3]")
     with pytest.raises(CheckpointError, match=r"tiny.json: expected 5357 parameters \(a flat checkpoint "
                                               r"of the reference CNN\), got 3; build the model"):
-        build_model(tmp_path / "tiny.json")
+        module_from_checkpoint(tmp_path / "tiny.json")
 
 
 # ---- bad files: named in the error, the model untouched ----
@@ -187,6 +228,7 @@ def _flat(n, bad_at=None, bad="\"x\""):
     return "[" + ", ".join(values) + "]"
 
 
+OURS = re.escape(f"(minigrad {minigrad.__version__})")
 BAD_FILES = {
     "missing": (None, r"model.json: no such file"),
     "empty": ("", r"model.json: empty file, expected a JSON checkpoint"),
@@ -203,8 +245,14 @@ BAD_FILES = {
     "dict_without_format": ('{"weights": [1, 2]}', r"model.json: expected format 'minigrad-checkpoint', "
                                                    r"got no format field \(keys \['weights'\]\)"),
     "wrong_format": (lambda t: _doc(t, format="torch"), r"expected format 'minigrad-checkpoint', got 'torch'"),
-    "newer_version": (lambda t: _doc(t, version=2), r"model.json: expected version 1, got 2 \(written by a newer"),
-    "string_version": (lambda t: _doc(t, version="1"), r"model.json: expected version 1, got '1'$"),
+    "newer_version": (lambda t: _doc(t, version=2), rf"model.json: expected version 1 {OURS}, "
+                                                    r"got 2 \(written by a newer minigrad\?\)$"),
+    "newer_version_named": (lambda t: _doc(t, version=3, minigrad="2.1.0"),
+                            rf"model.json: expected version 1 {OURS}, got 3 \(written by minigrad 2\.1\.0\)$"),
+    "string_version": (lambda t: _doc(t, version="1"), rf"model.json: expected version 1 {OURS}, got '1'$"),
+    "other_layout": (lambda t: _doc(t, layout="flat-tensor-order", minigrad="1.2.0"),
+                     rf"model.json: expected parameter layout 'named-tensors' {OURS}, "
+                     r"got 'flat-tensor-order' \(written by minigrad 1\.2\.0\)$"),
     "no_model": (lambda t: _doc(t, model=None), r"expected 'model' to be an object of the architecture, got null"),
     "parameters_a_list": (lambda t: _doc(t, parameters=[1.0]),
                           r"expected 'parameters' to be an object of tensors by name, got an array"),
@@ -246,11 +294,11 @@ def test_bad_file_is_named_and_model_is_unchanged(tmp_path, reference_text, cont
     assert "\n" not in str(info.value)
     assert parameters_sha256(model) == before
     with pytest.raises(CheckpointError, match=r"model.json: "):
-        build_model(path)  # builds the file's own architecture, so some messages differ
+        module_from_checkpoint(path)  # builds the file's own architecture, so some messages differ
 
 
 def test_a_directory_is_not_a_checkpoint(tmp_path):
-    with pytest.raises(CheckpointError, match=r"expected a checkpoint file, got a directory"):
+    with pytest.raises(CheckpointError, match=r"expected a regular file, got a directory"):
         read(tmp_path)
 
 
@@ -282,7 +330,7 @@ def test_unbuildable_config_is_a_checkpoint_error(tmp_path):
     (tmp_path / "odd.json").write_text(json.dumps(
         {"format": "minigrad-checkpoint", "version": 1, "model": {"type": "Transformer"}, "parameters": {}}))
     with pytest.raises(CheckpointError, match=r"odd.json: Expected a model config with a type in"):
-        build_model(tmp_path / "odd.json")
+        module_from_checkpoint(tmp_path / "odd.json")
 
 
 # ---- writing: refused values and failures in the middle ----
@@ -354,11 +402,29 @@ def _fail(target, name, error):
     return patch
 
 
+def _write_to_dev_full(monkeypatch):
+    """The temp file is real (so its removal is checked) but its bytes go to /dev/full, where
+    the kernel answers every write with ENOSPC."""
+    if not os.path.exists("/dev/full"):
+        pytest.skip("no /dev/full on this system")
+    real_mkstemp = tempfile.mkstemp
+
+    def mkstemp(*args, **kwargs):
+        fd, name = real_mkstemp(*args, **kwargs)
+        os.close(fd)
+        return os.open("/dev/full", os.O_WRONLY), name
+    monkeypatch.setattr(tempfile, "mkstemp", mkstemp)
+
+
 FAILURES = {
     "json_dumps": (_fail(json, "dumps", RuntimeError("serializer broke")), RuntimeError),
-    "disk_full_in_write": (_fail_in_write(OSError(28, "No space left on device")), OSError),
+    "disk_full_in_write": (_fail_in_write(OSError(errno.ENOSPC, "No space left on device")), WriteError),
+    "disk_full_for_real": (_write_to_dev_full, WriteError),
+    "no_inode_for_the_temp_file": (_fail(tempfile, "mkstemp", OSError(errno.ENOSPC, "No space left")), WriteError),
     "interrupt_in_write": (_fail_in_write(KeyboardInterrupt()), KeyboardInterrupt),
-    "fsync": (_fail(os, "fsync", OSError(5, "Input/output error")), OSError),
+    "fsync": (_fail(os, "fsync", OSError(errno.EIO, "Input/output error")), WriteError),
+    "quota_at_fsync": (_fail(os, "fsync", OSError(errno.EDQUOT, "Disk quota exceeded")), WriteError),
+    "io_error_at_replace": (_fail(os, "replace", OSError(errno.EIO, "Input/output error")), WriteError),
     "interrupt_at_fsync": (_fail(os, "fsync", KeyboardInterrupt()), KeyboardInterrupt),
     "replace": (_fail(os, "replace", PermissionError(13, "Permission denied")), PermissionError),
     "interrupt_at_replace": (_fail(os, "replace", KeyboardInterrupt()), KeyboardInterrupt),
@@ -384,6 +450,73 @@ def test_failed_first_write_leaves_nothing(tmp_path, monkeypatch):
     with pytest.raises(OSError):
         checkpoint.atomic_write_text(tmp_path / "new.txt", "hello")
     assert listing(tmp_path) == []
+
+
+STORAGE_FAILURES = {
+    "full_while_writing": (_write_to_dev_full, "writing", "No space left on device (ENOSPC)"),
+    "io_error_while_syncing": (_fail(os, "fsync", OSError(errno.EIO, "Input/output error")),
+                               "syncing to disk", "Input/output error (EIO)"),
+    "quota_while_renaming": (_fail(os, "replace", OSError(errno.EDQUOT, "Disk quota exceeded")),
+                             "renaming over the old file", "Disk quota exceeded (EDQUOT)"),
+}
+
+
+@pytest.mark.parametrize("inject,step,why", STORAGE_FAILURES.values(), ids=STORAGE_FAILURES.keys())
+@pytest.mark.parametrize("existed", [True, False], ids=["replacing", "new"])
+def test_a_storage_failure_is_one_write_error_saying_what_and_where(tmp_path, monkeypatch, inject, step, why,
+                                                                    existed):
+    path = tmp_path / "model.json"
+    if existed:
+        save(path, small_model(), step=1)
+    inject(monkeypatch)
+    with pytest.raises(WriteError) as e:
+        save(path, small_model(seed=8), step=2)
+    monkeypatch.undo()
+    after = "the previous file is unchanged" if existed else "no file was written"
+    assert str(e.value) == f"{path}: cannot write ({step}): {why}; {after}"
+    assert isinstance(e.value, OSError) and e.value.filename == str(path) and e.value.step == step
+    assert listing(tmp_path) == (["model.json"] if existed else [])
+    if existed:
+        assert read(path)["step"] == 1
+
+
+def test_other_errors_keep_their_type(tmp_path, monkeypatch):
+    _fail(os, "replace", PermissionError(errno.EACCES, "Permission denied"))(monkeypatch)
+    with pytest.raises(PermissionError) as e:
+        checkpoint.atomic_write_text(tmp_path / "x.txt", "hello")
+    assert not isinstance(e.value, WriteError)
+
+
+@pytest.fixture
+def tiny_tmpfs(tmp_path):
+    """A 64 KiB tmpfs (mounting needs root); always unmounted."""
+    folder = tmp_path / "tiny"
+    folder.mkdir()
+    mount = shutil.which("mount")
+    if os.name != "posix" or mount is None:
+        pytest.skip("mounting a tmpfs needs a POSIX system with mount")
+    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
+                          capture_output=True, text=True)
+    if done.returncode != 0:
+        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
+    try:
+        yield folder
+    finally:
+        subprocess.run(["umount", str(folder)], check=True)
+
+
+def test_a_full_tmpfs_keeps_the_previous_checkpoint(tiny_tmpfs):
+    path = tiny_tmpfs / "model.json"
+    save(path, small_model(), step=1)
+    old = path.read_bytes()
+    with pytest.raises(WriteError) as e:
+        save(path, nn.CNN.reference(seed=1), step=2)  # about 120 KB
+    assert e.value.errno == errno.ENOSPC
+    assert str(e.value).startswith(f"{path}: cannot write (")
+    assert str(e.value).endswith("No space left on device (ENOSPC); the previous file is unchanged")
+    assert path.read_bytes() == old and listing(tiny_tmpfs) == ["model.json"]
+    save(path, small_model(seed=3), step=3)  # the space the failed write took is free again
+    assert read(path)["step"] == 3
 
 
 def test_atomic_write_text_replaces_and_keeps_permissions(tmp_path):

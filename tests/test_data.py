@@ -28,6 +28,7 @@ from minigrad.data import (
     resize_bilinear_aa,
     write_idx,
 )
+from minigrad.data import idx
 from minigrad.data.mnist import MNIST5K_IMAGES, MNIST5K_LABELS
 from minigrad.data.resize import bilinear_aa_weights
 
@@ -470,6 +471,17 @@ def test_download_checksum_mismatch_removes_the_partial_file(target, mirrors):
     assert_one_line_naming(error, name)
     assert f"expected sha256 {wrong}, got {got}" in str(error.value)
     assert os.listdir(target) == ["t10k-images-idx3-ubyte.gz"]
+
+
+def test_download_stops_at_the_size_limit_and_keeps_nothing(target, mirrors, monkeypatch):
+    name = "t10k-images-idx3-ubyte.gz"
+    size = os.path.getsize(mirrors.root / "full" / name)
+    monkeypatch.setattr(idx, "MAX_BYTES", size - 1)
+    with pytest.raises(DataError) as error:
+        download_mnist(target, "test", base_urls=[mirrors.full], checksums=mirrors.checksums)
+    assert_one_line_naming(error, name)
+    assert f"expected at most {size - 1} bytes, got more" in str(error.value)
+    assert os.listdir(target) == []
 
 
 def test_download_fails_when_no_mirror_has_the_file(target, mirrors):

@@ -17,6 +17,7 @@ import urllib.error
 import urllib.request
 
 from ..atomic_file import atomic_write
+from . import idx
 from .idx import DataError
 
 _CHUNK = 1 << 16
@@ -84,9 +85,12 @@ def _fetch_from_mirrors(name, path, base_urls, algorithm, digest, timeout):
 
 
 def _fetch(url, path, algorithm, digest, timeout):
-    hasher = hashlib.new(algorithm)
+    hasher, size = hashlib.new(algorithm), 0
     with urllib.request.urlopen(url, timeout=timeout) as response, atomic_write(path) as f:
         for chunk in iter(lambda: response.read(_CHUNK), b""):
+            size += len(chunk)
+            if size > idx.MAX_BYTES:  # a mirror that never stops must not fill the disk
+                raise DataError(f"expected at most {idx.MAX_BYTES} bytes, got more")
             hasher.update(chunk)
             f.write(chunk)
         got = hasher.hexdigest()

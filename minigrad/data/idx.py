@@ -20,10 +20,12 @@ import zlib
 import numpy as np
 
 from ..atomic_file import atomic_write
+from ..file_reading import FileRefused, read_limited
 
 IMAGES_MAGIC = 0x00000803
 LABELS_MAGIC = 0x00000801
 _UBYTE = 0x08
+MAX_BYTES = 2 ** 28  # 256 MiB; MNIST's 60,000 training images take 45 MiB
 
 
 class DataError(ValueError):
@@ -94,13 +96,11 @@ def _read_idx(path, expected_magic):
 
 def _read_bytes(path):
     try:
-        if path.endswith(".gz"):
-            with gzip.open(path, "rb") as f:
-                return f.read()
-        with open(path, "rb") as f:
-            return f.read()
+        return read_limited(path, MAX_BYTES, gzipped=path.endswith(".gz"))
     except FileNotFoundError:
         raise DataError(f"{path}: file not found") from None
+    except FileRefused as e:
+        raise DataError(f"{path}: {e}") from None
     except (gzip.BadGzipFile, EOFError, zlib.error) as e:
         raise DataError(f"{path}: corrupt gzip data: {e}") from e
     except OSError as e:
