@@ -24,6 +24,7 @@ import sys
 from minigrad import checkpoint
 from minigrad.data import DataError
 from minigrad.data.mnist_task import load_data, model_fn_from_checkpoint, pm1_mse_loss
+from minigrad.nn import module_from_checkpoint
 from parallel import DataParallelTrainer
 from parallel.run.config import integer
 from parallel.run.plots import MATPLOTLIB_MISSING, plot_evaluation
@@ -56,7 +57,7 @@ def main(argv=None):
     try:
         ckpt = checkpoint.read(args.checkpoint)
         model_fn = model_fn_from_checkpoint(ckpt)
-        checkpoint.load_into(model_fn(), ckpt)  # any mismatch is reported here, before workers start
+        module_from_checkpoint(ckpt)  # any mismatch or a hostile size is reported here, before workers start
         dataset = load_data(args.data, args.split, args.data_dir, args.download)
         if args.pictures is not None:
             if importlib.util.find_spec("matplotlib") is None:

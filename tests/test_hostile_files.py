@@ -317,3 +317,12 @@ def test_evaluate_on_a_deeply_nested_file_is_one_line_and_exit_2(tmp_path):
     assert done.returncode == 2, done.stderr
     assert done.stderr == f"error: {path}: expected arrays and objects nested at most 64 deep, got more\n"
     assert done.stdout == ""
+
+
+def test_evaluate_on_a_config_of_a_billion_inputs_is_one_line_and_exit_2(tmp_path):
+    path = tmp_path / "model.json"
+    path.write_text(HOSTILE_CHECKPOINTS["config_of_a_billion_inputs"][0](checkpoint_text()))
+    done = subprocess.run([sys.executable, os.path.join(ROOT, "scripts", "evaluate.py"), str(path)],
+                          capture_output=True, text=True, timeout=60, env={**os.environ, "PYTHONPATH": ROOT})
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.count("\n") == 1 and "in proportion to the 26 parameter values" in done.stderr
