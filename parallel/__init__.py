@@ -78,8 +78,9 @@ How work flows (backend="process")
     close: close the pipes (EOF), join, terminate, kill --+--> EOF / parent gone -> exit
            unlink every shared block                      |
 
-(``parallel.process_pool`` and ``parallel.protocol`` have the details.) Gradients and parameters are float64 buffers in *tensor order*: the tensors of
-``model.named_tensors()`` one after another (``TensorLayout.split`` names the pieces:
+(``parallel.process_pool`` and ``parallel.protocol`` have the details.) Gradients and
+parameters are float64 buffers in *tensor order*: the tensors of ``model.named_tensors()`` one
+after another (``TensorLayout.split`` names the pieces:
 ``{"conv.0.weight": ..., "conv.0.bias": ..., ...}``). Workers ignore SIGINT, never write
 files, and exit when their pipe reaches EOF or their parent changes. A backend is
 ``start(payload)`` / ``add_dataset(key, dataset)`` / ``run(mode, params, key, indices, epoch)`` /
