@@ -75,7 +75,11 @@ def _real(x):
 
 
 class Value:
-    """One float of a computation, its gradient and the function that made it."""
+    """One float of a computation, its gradient and the function that made it.
+
+    The primitive ops (``+ * / **``, unary ``-``, ``abs relu tanh sigmoid exp log``) are
+    installed below the class, each forward beside the ``GradFunction`` it creates.
+    """
 
     __slots__ = ("v", "grad", "grad_fn")
     __array_ufunc__ = None  # numpy defers to our reflected operators
@@ -128,20 +132,7 @@ class Value:
     def __ge__(self, other):
         return self.v >= _payload(other)
 
-    # ---- arithmetic: each op's GradFunction sits right below it ----
-
-    def __add__(self, other):
-        if isinstance(other, Value):
-            return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
-        c = _real(other)
-        if c is None:
-            return NotImplemented
-        return Value(self.v + c, AddBackward(self, None) if _grad_enabled else None)
-
-    __radd__ = __add__
-
-    def __neg__(self):
-        return Value(-self.v, NegBackward(self) if _grad_enabled else None)
+    # ---- composites, built from the primitive ops below ----
 
     def __sub__(self, other):
         if isinstance(other, Value):
@@ -154,69 +145,17 @@ class Value:
     def __rsub__(self, other):
         return (-self) + other
 
-    def __mul__(self, other):
-        if isinstance(other, Value):
-            return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
-        c = _real(other)
-        if c is None:
-            return NotImplemented
-        return Value(self.v * c, MulConstBackward(self, c) if _grad_enabled else None)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other):
-        if isinstance(other, Value):
-            return Value(_div(self.v, other.v), DivBackward(self, other) if _grad_enabled else None)
-        c = _real(other)
-        if c is None:
-            return NotImplemented
-        return Value(_div(self.v, c), MulConstBackward(self, _div(1.0, c)) if _grad_enabled else None)
-
     def __rtruediv__(self, other):
         c = _real(other)
         if c is None:
             return NotImplemented
         return Value(c) / self
 
-    def __pow__(self, other):
-        if isinstance(other, Value):
-            out = _pow(self.v, other.v)
-            return Value(out, PowBackward(self, other, out) if _grad_enabled else None)
-        p = _real(other)
-        if p is None:
-            return NotImplemented
-        return Value(_pow(self.v, p), PowConstBackward(self, p) if _grad_enabled else None)
-
     def __rpow__(self, other):
         c = _real(other)
         if c is None:
             return NotImplemented
         return Value(c) ** self
-
-    def __abs__(self):
-        return Value(abs(self.v), AbsBackward(self) if _grad_enabled else None)
-
-    def abs(self):
-        return self.__abs__()
-
-    def relu(self):
-        x = self.v
-        return Value(x if x > 0.0 else 0.0, ReLUBackward(self) if _grad_enabled else None)
-
-    def tanh(self):
-        t = math.tanh(self.v)
-        return Value(t, TanhBackward(self, t) if _grad_enabled else None)
-
-    def sigmoid(self):
-        s = _sigmoid(self.v)
-        return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
-
-    def exp(self):
-        e = _exp(self.v)
-        return Value(e, ExpBackward(self, e) if _grad_enabled else None)
-
-    def log(self):
-        return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
 
     # ---- backward ----
 
@@ -266,6 +205,53 @@ class GradFunction(ABC):
         return type(self).__name__
 
 
+class UnaryBackward(GradFunction):
+    """An op of one Value ``a``, with the one number its derivative needs (``saved``), if any."""
+
+    __slots__ = ("a", "saved")
+
+    def __init__(self, a, saved=None):
+        self.a = a
+        self.saved = saved
+
+    def inputs(self):
+        return (self.a,)
+
+
+class BinaryBackward(GradFunction):
+    """An op of two Values ``a`` and ``b``."""
+
+    __slots__ = ("a", "b")
+
+    def __init__(self, a, b):
+        self.a = a
+        self.b = b
+
+    def inputs(self):
+        return (self.a, self.b)
+
+
+def _value_method(*aliases):
+    """Installs the decorated forward as a method of ``Value``, under its own name and ``aliases``."""
+    def install(fn):
+        for name in (fn.__name__,) + aliases:
+            setattr(Value, name, fn)
+        return fn
+    return install
+
+
+# ---- primitive ops: each forward, then the GradFunction it creates ----
+
+@_value_method("__radd__")
+def __add__(self, other):
+    if isinstance(other, Value):
+        return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
+    c = _real(other)
+    if c is None:
+        return NotImplemented
+    return Value(self.v + c, AddBackward(self, None) if _grad_enabled else None)
+
+
 class AddBackward(GradFunction):
     __slots__ = ("a", "b")
 
@@ -285,17 +271,9 @@ class AddBackward(GradFunction):
         return (grad,) if self.b is None else (grad, grad)
 
 
-class UnaryBackward(GradFunction):
-    """An op of one Value ``a``, with the one number its derivative needs (``saved``), if any."""
-
-    __slots__ = ("a", "saved")
-
-    def __init__(self, a, saved=None):
-        self.a = a
-        self.saved = saved
-
-    def inputs(self):
-        return (self.a,)
+@_value_method()
+def __neg__(self):
+    return Value(-self.v, NegBackward(self) if _grad_enabled else None)
 
 
 class NegBackward(UnaryBackward):
@@ -308,17 +286,14 @@ class NegBackward(UnaryBackward):
         return (-grad,)
 
 
-class BinaryBackward(GradFunction):
-    """An op of two Values ``a`` and ``b``."""
-
-    __slots__ = ("a", "b")
-
-    def __init__(self, a, b):
-        self.a = a
-        self.b = b
-
-    def inputs(self):
-        return (self.a, self.b)
+@_value_method("__rmul__")
+def __mul__(self, other):
+    if isinstance(other, Value):
+        return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
+    c = _real(other)
+    if c is None:
+        return NotImplemented
+    return Value(self.v * c, MulConstBackward(self, c) if _grad_enabled else None)
 
 
 class MulBackward(BinaryBackward):
@@ -334,7 +309,7 @@ class MulBackward(BinaryBackward):
 
 
 class MulConstBackward(UnaryBackward):
-    """``a * c`` for a number ``c`` (saved)."""
+    """``a * c`` for a number ``c`` (saved); also ``a / c``, as ``a * (1 / c)``."""
 
     __slots__ = ()
 
@@ -343,6 +318,16 @@ class MulConstBackward(UnaryBackward):
 
     def gradient_graph(self, grad):
         return (grad * self.saved,)
+
+
+@_value_method()
+def __truediv__(self, other):
+    if isinstance(other, Value):
+        return Value(_div(self.v, other.v), DivBackward(self, other) if _grad_enabled else None)
+    c = _real(other)
+    if c is None:
+        return NotImplemented
+    return Value(_div(self.v, c), MulConstBackward(self, _div(1.0, c)) if _grad_enabled else None)
 
 
 def _div(a, b):
@@ -365,6 +350,17 @@ class DivBackward(BinaryBackward):
     def gradient_graph(self, grad):
         a, b = self.a, self.b
         return (grad / b, -grad * (a / b / b))
+
+
+@_value_method()
+def __pow__(self, other):
+    if isinstance(other, Value):
+        out = _pow(self.v, other.v)
+        return Value(out, PowBackward(self, other, out) if _grad_enabled else None)
+    p = _real(other)
+    if p is None:
+        return NotImplemented
+    return Value(_pow(self.v, p), PowConstBackward(self, p) if _grad_enabled else None)
 
 
 def _is_odd_integer(p):
@@ -430,6 +426,11 @@ class PowBackward(BinaryBackward):
         return (d_base, grad * a ** b * a.log())
 
 
+@_value_method("abs")
+def __abs__(self):
+    return Value(abs(self.v), AbsBackward(self) if _grad_enabled else None)
+
+
 class AbsBackward(UnaryBackward):
     __slots__ = ()
 
@@ -445,6 +446,12 @@ class AbsBackward(UnaryBackward):
         return (grad * (1.0 if x > 0.0 else -1.0 if x < 0.0 else 0.0),)
 
 
+@_value_method()
+def relu(self):
+    x = self.v
+    return Value(x if x > 0.0 else 0.0, ReLUBackward(self) if _grad_enabled else None)
+
+
 class ReLUBackward(UnaryBackward):
     __slots__ = ()
 
@@ -454,6 +461,12 @@ class ReLUBackward(UnaryBackward):
 
     def gradient_graph(self, grad):
         return (grad * (1.0 if self.a.v > 0.0 else 0.0),)
+
+
+@_value_method()
+def tanh(self):
+    t = math.tanh(self.v)
+    return Value(t, TanhBackward(self, t) if _grad_enabled else None)
 
 
 class TanhBackward(UnaryBackward):
@@ -468,6 +481,12 @@ class TanhBackward(UnaryBackward):
     def gradient_graph(self, grad):
         t = self.a.tanh()
         return (grad * (1.0 - t * t),)
+
+
+@_value_method()
+def sigmoid(self):
+    s = _sigmoid(self.v)
+    return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
 
 
 def _sigmoid(x):
@@ -491,6 +510,12 @@ class SigmoidBackward(UnaryBackward):
         return (grad * s * (1.0 - s),)
 
 
+@_value_method()
+def exp(self):
+    e = _exp(self.v)
+    return Value(e, ExpBackward(self, e) if _grad_enabled else None)
+
+
 def _exp(x):
     try:
         return math.exp(x)
@@ -508,6 +533,11 @@ class ExpBackward(UnaryBackward):
 
     def gradient_graph(self, grad):
         return (grad * self.a.exp(),)
+
+
+@_value_method()
+def log(self):
+    return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
 
 
 def _log(x):
@@ -857,19 +887,7 @@ def _as_float(x):
     return x.v if isinstance(x, Value) else float(x)
 
 
-# ---- functional forms ----
-
-def relu(x):
-    return x.relu()
-
-
-def tanh(x):
-    return x.tanh()
-
-
-def sigmoid(x):
-    return x.sigmoid()
-
+# ---- softmax (relu, tanh, sigmoid, exp and log above are functions too: ``tanh(x)`` is ``x.tanh()``) ----
 
 def log_softmax(values):
     """log(softmax(values)), stable: the largest value is subtracted before exp."""

@@ -29,6 +29,7 @@ import random
 from abc import ABC, abstractmethod
 from operator import itemgetter
 
+from .checks import positive_int
 from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
 
@@ -276,8 +277,7 @@ class Neuron(Module):
     """``activation(b + sum(w_i * x_i))`` for an input of ``in_dim`` numbers."""
 
     def __init__(self, in_dim, activation=None, seed=None, fused=True):
-        if not isinstance(in_dim, int) or in_dim < 1:
-            raise ValueError(f"Expected in_dim to be a positive integer, got {in_dim!r}")
+        positive_int("in_dim", in_dim)
         rng = _rng(seed)
         bound = INIT_SCALE / math.sqrt(in_dim)
         self.in_dim = in_dim
@@ -330,8 +330,7 @@ class Linear(Module):
     """``out_dim`` neurons reading the same ``in_dim`` inputs."""
 
     def __init__(self, in_dim, out_dim, activation=None, seed=None, fused=True):
-        if not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"Expected out_dim to be a positive integer, got {out_dim!r}")
+        positive_int("out_dim", out_dim)
         rng = _rng(seed)
         self.in_dim, self.out_dim = in_dim, out_dim
         self.neurons = [Neuron(in_dim, activation, rng, fused) for _ in range(out_dim)]
@@ -401,8 +400,7 @@ def _check_fit(name, size, kernel, stride):
 
 def _positive_ints(**kwargs):
     for name, v in kwargs.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"Expected {name} to be a positive integer, got {v!r}")
+        positive_int(name, v)
 
 
 class Conv2D(Module):
@@ -440,7 +438,6 @@ class Conv2D(Module):
         k = self.kernel_size
         return [("weight", (self.out_channels, self.in_channels, k, k), [w for n in self.neurons for w in n.w]),
                 ("bias", (self.out_channels,), [n.b for n in self.neurons])]
-
 
     def output_shape(self):
         return (self.out_channels, self.out_height, self.out_width)
