@@ -25,6 +25,8 @@ from abc import ABC, abstractmethod
 from itertools import repeat
 from operator import add, mul
 
+from .checks import positive_int
+
 _grad_enabled = True
 
 
@@ -168,6 +170,9 @@ class Value:
         With ``create_graph=True`` the gradients are Values with graphs of their own.
         """
         backward([self], [grad], create_graph=create_graph)
+
+
+ValueMatrix = list[list[Value]]  # the original minigrad's name for a 2-D nested list of Values
 
 
 def _payload(x):
@@ -909,10 +914,10 @@ def softmax(values):
 # ---- nested lists of Values ----
 
 def as_value_array(array):
-    """Nested lists of Values with the shape of ``array`` (a numpy array or nested lists)."""
+    """Nested lists of Values with the shape of ``array`` (a numpy array, nested lists or iterables)."""
     if hasattr(array, "tolist"):
         array = array.tolist()
-    if isinstance(array, (list, tuple)):
+    if isinstance(array, (list, tuple)) or (not isinstance(array, _SCALARS) and hasattr(array, "__iter__")):
         return [as_value_array(x) for x in array]
     return array if isinstance(array, Value) else Value(array)
 
@@ -924,8 +929,15 @@ def value_array_to_list(array):
     return array.v if isinstance(array, Value) else float(array)
 
 
+_SCALARS = (Value, float, int, complex, str, bytes)
+
+
 def flatten(array):
-    """Nested lists as one flat list, row-major."""
+    """Everything nested in ``array`` as one flat list, row-major, down to the scalars.
+
+    Lists and tuples, numpy arrays (whose numbers come out as Python floats and ints),
+    generators and other iterables are all opened; Values, numbers and strings are not.
+    """
     out = []
     stack = [iter([array])]
     while stack:
@@ -933,16 +945,28 @@ def flatten(array):
             if isinstance(x, (list, tuple)):
                 stack.append(iter(x))
                 break
+            if not isinstance(x, _SCALARS):
+                if hasattr(x, "tolist"):
+                    x = x.tolist()
+                if isinstance(x, list) or (not isinstance(x, _SCALARS) and hasattr(x, "__iter__")):
+                    stack.append(iter(x))
+                    break
             out.append(x)
         else:
             stack.pop()
     return out
 
 
-def reshape(array, shape):
-    """The items of ``array`` (nested or flat) as nested lists of ``shape``, row-major."""
+def reshape(array, *shape):
+    """The items of ``array`` (nested or flat) as nested lists of ``shape``, row-major.
+
+    ``shape`` is a tuple, ``reshape(x, (3, 4))``, or the sizes themselves, ``reshape(x, 3, 4)``
+    (the original minigrad's ``reshape(input, height, width)``).
+    """
     items = flatten(array)
-    shape = tuple(shape)
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else shape
+    for n in shape:
+        positive_int("each size in the shape", n)
     size = 1
     for n in shape:
         size *= n

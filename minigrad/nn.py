@@ -86,12 +86,16 @@ class Module(ABC):
         return named
 
     def parameters(self):
+        if type(self).get_parameters is not Module.get_parameters:
+            return list(self.get_parameters())  # a model written for the original, which names its own
         params = self.own_parameter_values()
         for _, child in self.children():
             params.extend(child.parameters())
         return params
 
-    get_parameters = parameters  # the original minigrad's name
+    def get_parameters(self):
+        """``parameters()`` under the original minigrad's name."""
+        return self.parameters()
 
     def named_tensors(self, prefix=""):
         tensors = [(prefix + name, shape, values) for name, shape, values in self.own_tensors()]
@@ -274,18 +278,44 @@ def _as_floats_or_values(x):
 
 
 class Neuron(Module):
-    """``activation(b + sum(w_i * x_i))`` for an input of ``in_dim`` numbers."""
+    """``activation(bias + sum(weight_i * x_i))`` for an input of ``in_dim`` numbers.
+
+    ``weight`` (a list of ``in_dim`` Values) and ``bias`` (a Value) may be reassigned, with
+    Values or plain numbers; the next forward, ``parameters()`` and checkpoints use what was
+    assigned. ``w`` and ``b`` are the same attributes under micrograd's short names.
+    """
 
     def __init__(self, in_dim, activation=None, seed=None, fused=True):
         positive_int("in_dim", in_dim)
         rng = _rng(seed)
         bound = INIT_SCALE / math.sqrt(in_dim)
         self.in_dim = in_dim
-        self.w = [Value(rng.uniform(-bound, bound)) for _ in range(in_dim)]
-        self.b = Value(0.0)
+        self.weight = [Value(rng.uniform(-bound, bound)) for _ in range(in_dim)]
+        self.bias = Value(0.0)
         self.activation = activation_name(activation)
         self._act = ACTIVATIONS[self.activation]
         self.fused = fused
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, values):
+        values = list(values.tolist() if hasattr(values, "tolist") else values)
+        if len(values) != self.in_dim:
+            raise ValueError(f"Expected {self.in_dim} weights, got {len(values)}")
+        self._weight = [x if isinstance(x, Value) else Value(x) for x in values]
+
+    @property
+    def bias(self):
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = value if isinstance(value, Value) else Value(value)
+
+    w, b = weight, bias
 
     def own_parameters(self):
         return [(f"weight.{i}", w) for i, w in enumerate(self.w)] + [("bias", self.b)]
@@ -416,12 +446,21 @@ class Conv2D(Module):
         self.width, self.height = width, height
         self.kernel_size, self.stride = kernel_size, stride
         self.in_channels, self.out_channels = in_channels, out_channels
-        fan_in = in_channels * kernel_size * kernel_size
-        self.neurons = [Neuron(fan_in, activation, rng, fused) for _ in range(out_channels)]
-        self.activation = self.neurons[0].activation
+        # one neuron per output channel, as the original minigrad's ``conv.filters.neurons``
+        self.filters = Linear(in_channels * kernel_size * kernel_size, out_channels, activation, rng, fused)
+        self.activation = self.filters.activation
         self.out_height, self.out_width, self._getters = _window_getters(
             in_channels, height, width, kernel_size, stride)
+        self.output_size = out_channels * self.out_height * self.out_width
         self.fused = fused
+
+    @property
+    def neurons(self):
+        return self.filters.neurons
+
+    def set_fused(self, fused):
+        self.filters.set_fused(fused)
+        return super().set_fused(fused)
 
     def own_parameters(self):
         named = []
