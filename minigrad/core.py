@@ -23,7 +23,7 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 from itertools import repeat
-from operator import add, mul
+from operator import add, itemgetter, mul
 
 from .checks import positive_int
 
@@ -81,20 +81,36 @@ class Value:
 
     The primitive ops (``+ * / **``, unary ``-``, ``abs relu tanh sigmoid exp log``) are
     installed below the class, each forward beside the ``GradFunction`` it creates.
+    ``Value(v, requires_grad=False)`` is a constant: an op builds a node only when one of
+    its inputs requires a gradient, and hands gradients only to those that do.
     """
 
     __slots__ = ("v", "grad", "grad_fn")
     __array_ufunc__ = None  # numpy defers to our reflected operators
 
-    def __init__(self, v, grad_fn=None):
+    def __init__(self, v, grad_fn=None, requires_grad=True):
         if type(v) is not float:
             f = _real(v)
             if f is None:
                 raise TypeError(f"Value expects a real number, got {type(v).__name__}")
             v = f
         self.v = v
-        self.grad = 0.0
+        self.grad = 0.0 if requires_grad else None  # a constant's grad stays None, as torch's
         self.grad_fn = grad_fn
+
+    @property
+    def requires_grad(self):
+        """False for a constant: no gradient is computed for it, nor for what only it feeds."""
+        return self.grad is not None
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if self.grad_fn is not None:
+            raise ValueError("Expected a leaf Value to change requires_grad on, got the result of an op")
+        if not flag:
+            self.grad = None
+        elif self.grad is None:
+            self.grad = 0.0
 
     # micrograd spells the payload .data
     @property
@@ -245,39 +261,57 @@ def _value_method(*aliases):
     return install
 
 
+def _untracked(v):
+    """The result of an op that builds no node: a constant when grad mode is on (its inputs were)."""
+    return Value(v, None, not _grad_enabled)
+
+
 # ---- primitive ops: each forward, then the GradFunction it creates ----
 
 @_value_method("__radd__")
 def __add__(self, other):
     if isinstance(other, Value):
-        return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
-    c = _real(other)
-    if c is None:
-        return NotImplemented
-    return Value(self.v + c, AddBackward(self, None) if _grad_enabled else None)
+        if other.grad is not None:
+            if self.grad is not None:
+                return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
+            self, other = other, self  # the constant is added as a number (addition commutes exactly)
+        c = other.v
+    else:
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+    if self.grad is None:
+        return _untracked(self.v + c)
+    return Value(self.v + c, AddConstBackward(self) if _grad_enabled else None)
 
 
-class AddBackward(GradFunction):
-    __slots__ = ("a", "b")
-
-    def __init__(self, a, b):
-        self.a = a
-        self.b = b  # None when the other operand was a number
-
-    def inputs(self):
-        return (self.a,) if self.b is None else (self.a, self.b)
+class AddBackward(BinaryBackward):
+    __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         self.a.grad += grad
-        if self.b is not None:
-            self.b.grad += grad
+        self.b.grad += grad
 
     def gradient_graph(self, grad):
-        return (grad,) if self.b is None else (grad, grad)
+        return (grad, grad)
+
+
+class AddConstBackward(UnaryBackward):
+    """``a + c`` for a number (or constant) ``c``."""
+
+    __slots__ = ()
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad,)
 
 
 @_value_method()
 def __neg__(self):
+    if self.grad is None:
+        return _untracked(-self.v)
     return Value(-self.v, NegBackward(self) if _grad_enabled else None)
 
 
@@ -294,10 +328,17 @@ class NegBackward(UnaryBackward):
 @_value_method("__rmul__")
 def __mul__(self, other):
     if isinstance(other, Value):
-        return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
-    c = _real(other)
-    if c is None:
-        return NotImplemented
+        if other.grad is not None:
+            if self.grad is not None:
+                return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
+            self, other = other, self  # the constant multiplies as a number (multiplication commutes exactly)
+        c = other.v
+    else:
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+    if self.grad is None:
+        return _untracked(self.v * c)
     return Value(self.v * c, MulConstBackward(self, c) if _grad_enabled else None)
 
 
@@ -314,7 +355,7 @@ class MulBackward(BinaryBackward):
 
 
 class MulConstBackward(UnaryBackward):
-    """``a * c`` for a number ``c`` (saved); also ``a / c``, as ``a * (1 / c)``."""
+    """``a * c`` for a number (or constant) ``c`` (saved); also ``a / c``, as ``a * (1 / c)``."""
 
     __slots__ = ()
 
@@ -328,10 +369,14 @@ class MulConstBackward(UnaryBackward):
 @_value_method()
 def __truediv__(self, other):
     if isinstance(other, Value):
+        if self.grad is None and other.grad is None:
+            return _untracked(_div(self.v, other.v))
         return Value(_div(self.v, other.v), DivBackward(self, other) if _grad_enabled else None)
     c = _real(other)
     if c is None:
         return NotImplemented
+    if self.grad is None:
+        return _untracked(_div(self.v, c))
     return Value(_div(self.v, c), MulConstBackward(self, _div(1.0, c)) if _grad_enabled else None)
 
 
@@ -345,12 +390,16 @@ def _div(a, b):
 
 
 class DivBackward(BinaryBackward):
+    """``a / b``; one of them may be a constant, which gets no gradient."""
+
     __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a, self.b
-        a.grad += _div(grad, b.v)
-        b.grad -= grad * _div(_div(a.v, b.v), b.v)
+        if a.grad is not None:
+            a.grad += _div(grad, b.v)
+        if b.grad is not None:
+            b.grad -= grad * _div(_div(a.v, b.v), b.v)
 
     def gradient_graph(self, grad):
         a, b = self.a, self.b
@@ -361,10 +410,14 @@ class DivBackward(BinaryBackward):
 def __pow__(self, other):
     if isinstance(other, Value):
         out = _pow(self.v, other.v)
+        if self.grad is None and other.grad is None:
+            return _untracked(out)
         return Value(out, PowBackward(self, other, out) if _grad_enabled else None)
     p = _real(other)
     if p is None:
         return NotImplemented
+    if self.grad is None:
+        return _untracked(_pow(self.v, p))
     return Value(_pow(self.v, p), PowConstBackward(self, p) if _grad_enabled else None)
 
 
@@ -407,7 +460,7 @@ def _log_base_for_exponent(a, p):
 
 
 class PowBackward(BinaryBackward):
-    """a ** b with b a Value: both base and exponent get gradients; ``out`` is a ** b."""
+    """a ** b with b a Value: base and exponent get gradients (unless constant); ``out`` is a ** b."""
 
     __slots__ = ("out",)
 
@@ -417,8 +470,10 @@ class PowBackward(BinaryBackward):
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a.v, self.b.v
-        if b != 0.0:
+        if b != 0.0 and self.a.grad is not None:
             self.a.grad += grad * b * _pow(a, b - 1.0)
+        if self.b.grad is None:
+            return
         log_a = _log_base_for_exponent(a, b)
         if log_a is not None:
             self.b.grad += grad * self.out * log_a
@@ -433,6 +488,8 @@ class PowBackward(BinaryBackward):
 
 @_value_method("abs")
 def __abs__(self):
+    if self.grad is None:
+        return _untracked(abs(self.v))
     return Value(abs(self.v), AbsBackward(self) if _grad_enabled else None)
 
 
@@ -454,6 +511,8 @@ class AbsBackward(UnaryBackward):
 @_value_method()
 def relu(self):
     x = self.v
+    if self.grad is None:
+        return _untracked(x if x > 0.0 else 0.0)
     return Value(x if x > 0.0 else 0.0, ReLUBackward(self) if _grad_enabled else None)
 
 
@@ -471,6 +530,8 @@ class ReLUBackward(UnaryBackward):
 @_value_method()
 def tanh(self):
     t = math.tanh(self.v)
+    if self.grad is None:
+        return _untracked(t)
     return Value(t, TanhBackward(self, t) if _grad_enabled else None)
 
 
@@ -491,6 +552,8 @@ class TanhBackward(UnaryBackward):
 @_value_method()
 def sigmoid(self):
     s = _sigmoid(self.v)
+    if self.grad is None:
+        return _untracked(s)
     return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
 
 
@@ -518,6 +581,8 @@ class SigmoidBackward(UnaryBackward):
 @_value_method()
 def exp(self):
     e = _exp(self.v)
+    if self.grad is None:
+        return _untracked(e)
     return Value(e, ExpBackward(self, e) if _grad_enabled else None)
 
 
@@ -542,6 +607,8 @@ class ExpBackward(UnaryBackward):
 
 @_value_method()
 def log(self):
+    if self.grad is None:
+        return _untracked(_log(self.v))
     return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
 
 
@@ -566,9 +633,9 @@ class LogBackward(UnaryBackward):
 # ---- n-ary primitives ----
 
 def value_sum(values):
-    """One node for the sum of many Values (numbers are folded into the constant)."""
+    """One node for the sum of many Values (numbers and constants are folded into the constant)."""
     values = list(values)
-    nodes = [x for x in values if isinstance(x, Value)]
+    nodes = [x for x in values if isinstance(x, Value) and x.grad is not None]
     total = 0.0
     for x in values:
         if isinstance(x, Value):
@@ -578,6 +645,8 @@ def value_sum(values):
             if c is None:
                 raise TypeError(f"sum expects Values or numbers, got {type(x).__name__}")
             total += c
+    if not nodes and any(isinstance(x, Value) for x in values):
+        return _untracked(total)
     return Value(total, SumBackward(nodes) if _grad_enabled and nodes else None)
 
 
@@ -608,6 +677,8 @@ def value_max(values):
         x = values[i].v
         if x > values[best].v or (x != x and values[best].v == values[best].v):
             best = i
+    if values[best].grad is None:  # the gradient would only reach a constant
+        return _untracked(values[best].v)
     return Value(values[best].v, MaxBackward(values, best) if _grad_enabled else None)
 
 
@@ -631,16 +702,32 @@ class MaxBackward(GradFunction):
 
 # ---- the fused weighted sums of a layer ----
 
-def weighted_sums(weights, biases, windows, window_values=None, sources=None, leaf_weights=False):
-    """``biases[o] + sum(weights[o][k] * windows[p][k])`` for every neuron ``o`` and window ``p``.
+def _relu_float(s):
+    return s if s > 0.0 else 0.0
+
+
+# name: (the activation on a float, its derivative as a function of the output y, on floats)
+_FUSED_ACTIVATIONS = {
+    "tanh": (math.tanh, lambda g, y: g * (1.0 - y * y)),
+    "relu": (_relu_float, lambda g, y: g if y > 0.0 else 0.0),
+    "sigmoid": (_sigmoid, lambda g, y: g * y * (1.0 - y)),
+}
+
+
+def weighted_sums(weights, biases, windows, window_values=None, sources=None, leaf_weights=False,
+                  activation=None, gathers=None):
+    """``activation(biases[o] + sum(weights[o][k] * windows[p][k]))`` for every neuron ``o`` and window ``p``.
 
     One node per output (``WeightedSumBackward``): what a Linear layer (one window) or a
-    convolution (one window per output position) computes. ``windows`` are sequences of
-    floats; ``window_values`` the Values they came from, or None when the inputs are
-    constants that need no gradient; ``sources`` optionally the distinct Values the windows
-    are drawn from (a conv layer's input map), so backward visits each once.
-    ``leaf_weights=True`` promises that weights and biases are leaves (a layer's own
-    parameters), which saves checking them. Returns one list of outputs per neuron.
+    convolution (one window per output position) computes, with the layer's activation
+    (None, "tanh", "relu" or "sigmoid") fused in. ``windows`` are sequences of floats;
+    ``window_values`` the Values they came from, or None when the inputs are constants that
+    need no gradient; ``sources`` optionally the distinct Values the windows are drawn from
+    (a conv layer's input map), so backward visits each once, and ``gathers`` (from
+    ``input_gathers``, aligned with ``sources``) the (weight, output) pairs that read each
+    source, so its gradient is one dot product. ``leaf_weights=True`` promises that weights
+    and biases are leaves (a layer's own parameters), which saves checking them. Returns one
+    list of outputs per neuron.
 
     The outputs of one call share a ``LayerBackward``: each output's backward only records
     its gradient there, and once all of them have run, the layer turns the recorded
@@ -650,22 +737,33 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     """
     weight_values = [[w.v for w in row] for row in weights]
     bias_values = [b.v for b in biases]
+    act = None if activation is None else _FUSED_ACTIVATIONS[activation][0]
     if not _grad_enabled:
-        return [[Value(sum(map(mul, wv, win), b)) for win in windows]
-                for wv, b in zip(weight_values, bias_values)]
+        if act is None:
+            return [[Value(sum(map(mul, wv, win), b)) for win in windows] for wv, b in zip(weight_values, bias_values)]
+        return [[Value(act(sum(map(mul, wv, win), b))) for win in windows] for wv, b in zip(weight_values, bias_values)]
     if window_values is not None and sources is None:
         sources = [x for xs in window_values for x in xs]
-    upstream = list(sources or ())
+    sources = list(sources or ())
+    if any(x.grad is None for x in sources):  # constants among the inputs get no gradient
+        keep = [i for i, x in enumerate(sources) if x.grad is not None]
+        sources = [sources[i] for i in keep]
+        gathers = None if gathers is None else [gathers[i] for i in keep]
+    upstream = list(sources)
     if not leaf_weights:
         upstream += [v for row in weights for v in row if v.grad_fn is not None]
         upstream += [b for b in biases if b.grad_fn is not None]
-    hub = (Value(0.0, LayerBackward(weights, biases, weight_values, windows, window_values, upstream)),)
-    outs, i = [], 0
+    layer = LayerBackward(weights, biases, weight_values, windows, window_values, sources, gathers, upstream,
+                          activation)
+    hub = (Value(0.0, layer),)
+    outs, ys, i = [], layer.outputs, 0
     for wv, b in zip(weight_values, bias_values):
         row = []
         for win in windows:
             # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
-            row.append(Value(sum(map(mul, wv, win), b), WeightedSumBackward(hub, i)))
+            y = sum(map(mul, wv, win), b) if act is None else act(sum(map(mul, wv, win), b))
+            row.append(Value(y, WeightedSumBackward(hub, i)))
+            ys.append(y)
             i += 1
         outs.append(row)
     return outs
@@ -681,11 +779,33 @@ def weighted_sum(weights, inputs, bias):
     return weighted_sums([weights], [bias], [[float(x) for x in inputs]])[0][0]
 
 
-class WeightedSumBackward(GradFunction):
-    """One output of ``weighted_sums``: ``b + sum(w_k * x_k)``.
+def input_gathers(window_indices, n_sources, n_neurons):
+    """For each source element, the weights and outputs of every (neuron, window) that reads it.
 
-    Its gradient is ``x_k`` to ``w_k``, ``w_k`` to ``x_k`` and 1 to ``b``; on the float
-    path the shared ``LayerBackward`` applies it for all outputs of the layer at once.
+    ``window_indices[p][k]`` is the source element at position ``k`` of window ``p``. Returns,
+    per source, a pair of getters over the flat weights (``o * K + k``) and the flat output
+    gradients (``o * P + p``) of a layer, or None for an element no window reads.
+    """
+    n_windows, width = len(window_indices), len(window_indices[0])
+    pairs = [[] for _ in range(n_sources)]
+    for o in range(n_neurons):
+        for p, indices in enumerate(window_indices):
+            for k, i in enumerate(indices):
+                pairs[i].append((o * width + k, o * n_windows + p))
+    return [None if not ps else (_getter([w for w, _ in ps]), _getter([g for _, g in ps])) for ps in pairs]
+
+
+def _getter(indices):
+    """``itemgetter(*indices)`` that returns a tuple even for one index."""
+    return itemgetter(*indices) if len(indices) > 1 else (lambda seq, k=indices[0]: (seq[k],))
+
+
+class WeightedSumBackward(GradFunction):
+    """One output of ``weighted_sums``: ``activation(b + sum(w_k * x_k))``.
+
+    Its gradient is ``d * x_k`` to ``w_k``, ``d * w_k`` to ``x_k`` and ``d`` to ``b``, with
+    ``d`` the activation's derivative times the output's gradient; on the float path the
+    shared ``LayerBackward`` applies it for all outputs of the layer at once.
     """
 
     __slots__ = ("hub", "index")
@@ -698,10 +818,10 @@ class WeightedSumBackward(GradFunction):
         layer = self.hub[0].grad_fn
         o, p = divmod(self.index, len(layer.windows))
         xs = None if layer.window_values is None else layer.window_values[p]
-        return layer.weights[o], xs, layer.biases[o], layer.windows[p]
+        return layer, layer.weights[o], xs, layer.biases[o], layer.windows[p]
 
     def inputs(self):
-        weights, xs, bias, _ = self._parts()
+        _, weights, xs, bias, _ = self._parts()
         return tuple(weights) + (tuple(xs) if xs is not None else ()) + (bias,)
 
     def next_values(self):
@@ -711,10 +831,24 @@ class WeightedSumBackward(GradFunction):
         self.hub[0].grad_fn.grads[self.index] += grad
 
     def gradient_graph(self, grad):
-        weights, xs, _, window = self._parts()
+        layer, weights, xs, bias, window = self._parts()
+        if layer.activation is not None:
+            s = weighted_sum(weights, xs if xs is not None else window, bias)
+            grad = grad * _activation_derivative_graph(layer.activation, s)
         dw = tuple(grad * x for x in (xs if xs is not None else window))
         dx = () if xs is None else tuple(grad * w for w in weights)
         return dw + dx + (grad,)
+
+
+def _activation_derivative_graph(name, s):
+    """The activation's derivative at the Value ``s``, as a Value with a graph (as its op's GradFunction writes it)."""
+    if name == "tanh":
+        t = s.tanh()
+        return 1.0 - t * t
+    if name == "sigmoid":
+        y = s.sigmoid()
+        return y * (1.0 - y)
+    return 1.0 if s.v > 0.0 else 0.0
 
 
 class LayerBackward(GradFunction):
@@ -724,15 +858,21 @@ class LayerBackward(GradFunction):
     reverse topological order runs it after all of them and before the layer's inputs.
     """
 
-    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "upstream", "grads")
+    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "sources", "gathers",
+                 "upstream", "activation", "outputs", "grads")
 
-    def __init__(self, weights, biases, weight_values, windows, window_values, upstream):
+    def __init__(self, weights, biases, weight_values, windows, window_values, sources, gathers, upstream,
+                 activation):
         self.weights = weights
         self.biases = biases
         self.weight_values = weight_values
         self.windows = windows
         self.window_values = window_values
+        self.sources = sources
+        self.gathers = gathers
         self.upstream = upstream
+        self.activation = activation
+        self.outputs = []  # the outputs' values, for the activation's derivative
         self.grads = [0.0] * (len(weights) * len(windows))
 
     def inputs(self):
@@ -746,6 +886,8 @@ class LayerBackward(GradFunction):
 
     def compute_and_add_gradient(self, grad):
         grads, n_windows = self.grads, len(self.windows)
+        if self.activation is not None:
+            grads = list(map(_FUSED_ACTIVATIONS[self.activation][1], grads, self.outputs))
         columns = None
         for o, (weights, bias) in enumerate(zip(self.weights, self.biases)):
             g = grads[o * n_windows:(o + 1) * n_windows]
@@ -759,11 +901,25 @@ class LayerBackward(GradFunction):
                 dw = _combine(self.windows, g)
             for w, d in zip(weights, dw):
                 w.grad += d
-        if self.window_values is not None:
+        if self.sources:
+            self._add_input_gradients(grads, n_windows)
+        self.reset()
+
+    def _add_input_gradients(self, grads, n_windows):
+        if self.gathers is not None:
+            flat_weights = [w for row in self.weight_values for w in row]
+            for x, gather in zip(self.sources, self.gathers):
+                if gather is not None:
+                    x.grad += sum(map(mul, gather[0](flat_weights), gather[1](grads)))
+        elif n_windows == 1:  # a Linear layer: each input's gradient is one column of the weights
+            for x, column in zip(self.window_values[0], zip(*self.weight_values)):
+                if x.grad is not None:
+                    x.grad += sum(map(mul, column, grads))
+        else:
             for p, xs in enumerate(self.window_values):
                 for x, d in zip(xs, _combine(self.weight_values, grads[p::n_windows])):
-                    x.grad += d
-        grads[:] = repeat(0.0, len(grads))
+                    if x.grad is not None:
+                        x.grad += d
 
     def reset(self):
         self.grads[:] = repeat(0.0, len(self.grads))
@@ -813,6 +969,9 @@ def backward(roots, grads=None, create_graph=False):
     grads = [1.0] * len(roots) if grads is None else list(grads)
     if len(grads) != len(roots):
         raise ValueError(f"Expected {len(roots)} output gradients, got {len(grads)}")
+    for i, root in enumerate(roots):
+        if root.grad is None:
+            raise ValueError(f"Expected outputs that require grad, got a constant at index {i}")
     order = _topological_order(roots)
     for node in order:
         node.grad = 0.0
@@ -837,7 +996,8 @@ def _backward_graph(order):
             fn = node.grad_fn
             g = node.grad if isinstance(node.grad, Value) else Value(node.grad)
             for x, d in zip(fn.inputs(), fn.gradient_graph(g)):
-                x.grad = d if isinstance(x.grad, float) and x.grad == 0.0 else x.grad + d
+                if x.grad is not None:  # constants get none
+                    x.grad = d if isinstance(x.grad, float) and x.grad == 0.0 else x.grad + d
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False):
@@ -845,7 +1005,10 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False):
     outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
     single = isinstance(inputs, Value)
     inputs = [inputs] if single else list(inputs)
-    touched = _reached_values(outputs) + inputs
+    for i, x in enumerate(inputs):
+        if x.grad is None:
+            raise ValueError(f"Expected inputs that require grad, got a constant at index {i}")
+    touched = [x for x in _reached_values(outputs) + inputs if x.grad is not None]
     saved = [x.grad for x in touched]
     try:
         for x in touched:
@@ -913,13 +1076,17 @@ def softmax(values):
 
 # ---- nested lists of Values ----
 
-def as_value_array(array):
-    """Nested lists of Values with the shape of ``array`` (a numpy array, nested lists or iterables)."""
+def as_value_array(array, requires_grad=True):
+    """Nested lists of Values with the shape of ``array`` (a numpy array, nested lists or iterables).
+
+    ``requires_grad=False`` makes them constants (an input image, a target): no gradient is
+    computed for them. Values already in ``array`` are kept as they are.
+    """
     if hasattr(array, "tolist"):
         array = array.tolist()
     if isinstance(array, (list, tuple)) or (not isinstance(array, _SCALARS) and hasattr(array, "__iter__")):
-        return [as_value_array(x) for x in array]
-    return array if isinstance(array, Value) else Value(array)
+        return [as_value_array(x, requires_grad) for x in array]
+    return array if isinstance(array, Value) else Value(array, None, requires_grad)
 
 
 def value_array_to_list(array):

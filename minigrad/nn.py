@@ -30,7 +30,7 @@ from abc import ABC, abstractmethod
 from operator import itemgetter
 
 from .checks import positive_int
-from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sums
+from .core import Value, as_value_array, flatten, input_gathers, value_max, value_sum, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
 
 INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for tanh units
@@ -269,11 +269,12 @@ class Sigmoid(_Activation):
 # ---- neurons and layers ----
 
 def _as_floats_or_values(x):
-    """A flat list, and its payloads: ``(values or None, floats)``."""
+    """A flat list, and its payloads: ``(values or None, floats)``; None when no item needs a gradient."""
     if hasattr(x, "tolist"):
         x = x.tolist()
     if len(x) and isinstance(x[0], Value):
-        return x, [item.v for item in x]
+        floats = [item.v for item in x]
+        return (None if all(item.grad is None for item in x) else x), floats
     return None, [float(item) for item in x]
 
 
@@ -344,15 +345,15 @@ def _sum_op_by_op(weights, inputs, bias):
     return s
 
 
-def _neuron_outputs(neurons, windows, window_values, fused, sources=None):
+def _neuron_outputs(neurons, windows, window_values, fused, sources=None, gathers=None):
     """``activation(b + w . window)`` for each neuron (outer list) and window (inner list)."""
-    if fused:
-        sums = weighted_sums([n.w for n in neurons], [n.b for n in neurons], windows, window_values,
-                             sources, leaf_weights=True)
-    else:
-        inputs = window_values if window_values is not None else windows
-        sums = [[_sum_op_by_op(n.w, xs, n.b) for xs in inputs] for n in neurons]
     act = neurons[0]._act
+    if fused:  # one node per output, its activation included
+        activation = None if act is None else neurons[0].activation
+        return weighted_sums([n.w for n in neurons], [n.b for n in neurons], windows, window_values,
+                             sources, leaf_weights=True, activation=activation, gathers=gathers)
+    inputs = window_values if window_values is not None else windows
+    sums = [[_sum_op_by_op(n.w, xs, n.b) for xs in inputs] for n in neurons]
     return sums if act is None else [[act(s) for s in row] for row in sums]
 
 
@@ -406,17 +407,13 @@ def _check_feature_map(x, channels, height, width):
     return x
 
 
-def _window_getters(channels, height, width, kernel, stride):
-    """One itemgetter per output position, picking its window from a flat [c][row][col] list."""
+def _window_indices(channels, height, width, kernel, stride):
+    """Per output position, the indices of its window in a flat [c][row][col] list."""
     out_h = (height - kernel) // stride + 1
     out_w = (width - kernel) // stride + 1
-    getters = []
-    for i in range(out_h):
-        for j in range(out_w):
-            idx = [c * height * width + (i * stride + di) * width + j * stride + dj
-                   for c in range(channels) for di in range(kernel) for dj in range(kernel)]
-            getters.append(itemgetter(*idx) if len(idx) > 1 else (lambda seq, k=idx[0]: (seq[k],)))
-    return out_h, out_w, getters
+    return out_h, out_w, [[c * height * width + (i * stride + di) * width + j * stride + dj
+                           for c in range(channels) for di in range(kernel) for dj in range(kernel)]
+                          for i in range(out_h) for j in range(out_w)]
 
 
 def _check_fit(name, size, kernel, stride):
@@ -449,8 +446,11 @@ class Conv2D(Module):
         # one neuron per output channel, as the original minigrad's ``conv.filters.neurons``
         self.filters = Linear(in_channels * kernel_size * kernel_size, out_channels, activation, rng, fused)
         self.activation = self.filters.activation
-        self.out_height, self.out_width, self._getters = _window_getters(
+        self.out_height, self.out_width, self._windows = _window_indices(
             in_channels, height, width, kernel_size, stride)
+        self._getters = [itemgetter(*idx) if len(idx) > 1 else (lambda seq, k=idx[0]: (seq[k],))
+                         for idx in self._windows]
+        self._gathers = None  # input_gathers of this geometry, built at the first forward that needs them
         self.output_size = out_channels * self.out_height * self.out_width
         self.fused = fused
 
@@ -485,8 +485,13 @@ class Conv2D(Module):
         x = _check_feature_map(x, self.in_channels, self.height, self.width)
         values, floats = _as_floats_or_values([item for channel in x for row in channel for item in row])
         windows = [get(floats) for get in self._getters]
-        window_values = None if values is None else [get(values) for get in self._getters]
-        outs = _neuron_outputs(self.neurons, windows, window_values, self.fused, values)
+        window_values = gathers = None
+        if values is not None:
+            window_values = [get(values) for get in self._getters]
+            if self.fused and self._gathers is None:
+                self._gathers = input_gathers(self._windows, len(values), self.out_channels)
+            gathers = self._gathers
+        outs = _neuron_outputs(self.neurons, windows, window_values, self.fused, values, gathers)
         w = self.out_width
         return [[out[r * w:(r + 1) * w] for r in range(self.out_height)] for out in outs]
 
