@@ -167,13 +167,13 @@ class Value:
         c = _real(other)
         if c is None:
             return NotImplemented
-        return Value(c) / self
+        return Value(c, None, False) / self  # the number as a constant
 
     def __rpow__(self, other):
         c = _real(other)
         if c is None:
             return NotImplemented
-        return Value(c) ** self
+        return Value(c, None, False) ** self  # the number as a constant
 
     # ---- backward ----
 
@@ -677,7 +677,7 @@ def value_max(values):
         x = values[i].v
         if x > values[best].v or (x != x and values[best].v == values[best].v):
             best = i
-    if values[best].grad is None:  # the gradient would only reach a constant
+    if all(x.grad is None for x in values):
         return _untracked(values[best].v)
     return Value(values[best].v, MaxBackward(values, best) if _grad_enabled else None)
 
@@ -693,7 +693,9 @@ class MaxBackward(GradFunction):
         return tuple(self.xs)
 
     def compute_and_add_gradient(self, grad):
-        self.xs[self.index].grad += grad
+        x = self.xs[self.index]
+        if x.grad is not None:
+            x.grad += grad
 
     def gradient_graph(self, grad):
         zero = grad * 0.0
@@ -969,9 +971,10 @@ def backward(roots, grads=None, create_graph=False):
     grads = [1.0] * len(roots) if grads is None else list(grads)
     if len(grads) != len(roots):
         raise ValueError(f"Expected {len(roots)} output gradients, got {len(grads)}")
-    for i, root in enumerate(roots):
-        if root.grad is None:
-            raise ValueError(f"Expected outputs that require grad, got a constant at index {i}")
+    if roots and all(root.grad is None for root in roots):
+        raise ValueError(f"Expected outputs that require grad, got {len(roots)} constant(s)")
+    pairs = [(root, g) for root, g in zip(roots, grads) if root.grad is not None]  # constants pass nothing on
+    roots, grads = [root for root, _ in pairs], [g for _, g in pairs]
     order = _topological_order(roots)
     for node in order:
         node.grad = 0.0
