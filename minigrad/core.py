@@ -726,8 +726,8 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     ``window_values`` the Values they came from, or None when the inputs are constants that
     need no gradient; ``sources`` optionally the distinct Values the windows are drawn from
     (a conv layer's input map), so backward visits each once, and ``gathers`` (from
-    ``input_gathers``, aligned with ``sources``) the (weight, output) pairs that read each
-    source, so its gradient is one dot product. ``leaf_weights=True`` promises that weights
+    ``input_gathers``, aligned with ``sources``) the window positions that read each source,
+    so its gradient is one sum. ``leaf_weights=True`` promises that weights
     and biases are leaves (a layer's own parameters), which saves checking them. Returns one
     list of outputs per neuron.
 
@@ -781,20 +781,18 @@ def weighted_sum(weights, inputs, bias):
     return weighted_sums([weights], [bias], [[float(x) for x in inputs]])[0][0]
 
 
-def input_gathers(window_indices, n_sources, n_neurons):
-    """For each source element, the weights and outputs of every (neuron, window) that reads it.
+def input_gathers(window_indices, n_sources):
+    """For each source element, a getter of the window positions that read it, or None if none does.
 
-    ``window_indices[p][k]`` is the source element at position ``k`` of window ``p``. Returns,
-    per source, a pair of getters over the flat weights (``o * K + k``) and the flat output
-    gradients (``o * P + p``) of a layer, or None for an element no window reads.
+    ``window_indices[p][k]`` is the source element at position ``k`` of window ``p``; the getter
+    picks, from the windows' gradients laid end to end (``p * K + k``), this element's terms.
     """
-    n_windows, width = len(window_indices), len(window_indices[0])
-    pairs = [[] for _ in range(n_sources)]
-    for o in range(n_neurons):
-        for p, indices in enumerate(window_indices):
-            for k, i in enumerate(indices):
-                pairs[i].append((o * width + k, o * n_windows + p))
-    return [None if not ps else (_getter([w for w, _ in ps]), _getter([g for _, g in ps])) for ps in pairs]
+    width = len(window_indices[0])
+    terms = [[] for _ in range(n_sources)]
+    for p, indices in enumerate(window_indices):
+        for k, i in enumerate(indices):
+            terms[i].append(p * width + k)
+    return [_getter(ts) if ts else None for ts in terms]
 
 
 def _getter(indices):
@@ -908,11 +906,13 @@ class LayerBackward(GradFunction):
         self.reset()
 
     def _add_input_gradients(self, grads, n_windows):
-        if self.gathers is not None:
-            flat_weights = [w for row in self.weight_values for w in row]
+        if self.gathers is not None:  # each window's gradient as one row, then one sum per input element
+            window_grads = []
+            for p in range(n_windows):
+                window_grads += _combine(self.weight_values, grads[p::n_windows])
             for x, gather in zip(self.sources, self.gathers):
                 if gather is not None:
-                    x.grad += sum(map(mul, gather[0](flat_weights), gather[1](grads)))
+                    x.grad += sum(gather(window_grads))
         elif n_windows == 1:  # a Linear layer: each input's gradient is one column of the weights
             for x, column in zip(self.window_values[0], zip(*self.weight_values)):
                 if x.grad is not None:

@@ -489,7 +489,7 @@ class Conv2D(Module):
         if values is not None:
             window_values = [get(values) for get in self._getters]
             if self.fused and self._gathers is None:
-                self._gathers = input_gathers(self._windows, len(values), self.out_channels)
+                self._gathers = input_gathers(self._windows, len(values))
             gathers = self._gathers
         outs = _neuron_outputs(self.neurons, windows, window_values, self.fused, values, gathers)
         w = self.out_width
