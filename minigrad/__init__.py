@@ -6,6 +6,9 @@ from .gradcheck import gradcheck
 from .losses import cross_entropy, mse_loss
 
 from . import core, nn, optimizer  # as the original: `import minigrad` reaches minigrad.nn
+from .pypy_nursery import size_for_children
+
+size_for_children()  # PyPy processes started from this one get the tuned young generation
 
 __version__ = "1.0.0"
 
