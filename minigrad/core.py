@@ -747,7 +747,7 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     if window_values is not None and sources is None:
         sources = [x for xs in window_values for x in xs]
     sources = list(sources or ())
-    if any(x.grad is None for x in sources):  # constants among the inputs get no gradient
+    if None in [x.grad for x in sources]:  # constants among the inputs get no gradient
         keep = [i for i, x in enumerate(sources) if x.grad is not None]
         sources = [sources[i] for i in keep]
         gathers = None if gathers is None else [gathers[i] for i in keep]
@@ -758,16 +758,16 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     layer = LayerBackward(weights, biases, weight_values, windows, window_values, sources, gathers, upstream,
                           activation)
     hub = (Value(0.0, layer),)
-    outs, ys, i = [], layer.outputs, 0
+    outs, first = [], 0
     for wv, b in zip(weight_values, bias_values):
-        row = []
-        for win in windows:
-            # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
-            y = sum(map(mul, wv, win), b) if act is None else act(sum(map(mul, wv, win), b))
-            row.append(Value(y, WeightedSumBackward(hub, i)))
-            ys.append(y)
-            i += 1
-        outs.append(row)
+        # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
+        if act is None:
+            ys = [sum(map(mul, wv, win), b) for win in windows]
+        else:
+            ys = [act(sum(map(mul, wv, win), b)) for win in windows]
+        outs.append([Value(y, WeightedSumBackward(hub, i)) for i, y in enumerate(ys, first)])
+        layer.outputs += ys
+        first += len(ys)
     return outs
 
 
@@ -894,9 +894,9 @@ class LayerBackward(GradFunction):
             bias.grad += sum(g)
             if n_windows == 1:
                 dw = map(mul, self.windows[0], repeat(g[0]))
-            elif n_windows > len(weights):
+            elif n_windows > len(weights):  # few long columns: one dot product per weight
                 columns = columns or list(zip(*self.windows))
-                dw = [sum(map(mul, g, column)) for column in columns]
+                dw = map(sum, map(map, repeat(mul), repeat(g), columns))
             else:
                 dw = _combine(self.windows, g)
             for w, d in zip(weights, dw):
@@ -907,9 +907,10 @@ class LayerBackward(GradFunction):
 
     def _add_input_gradients(self, grads, n_windows):
         if self.gathers is not None:  # each window's gradient as one row, then one sum per input element
+            weight_columns = list(zip(*self.weight_values))
             window_grads = []
             for p in range(n_windows):
-                window_grads += _combine(self.weight_values, grads[p::n_windows])
+                window_grads += map(sum, map(map, repeat(mul), repeat(grads[p::n_windows]), weight_columns))
             for x, gather in zip(self.sources, self.gathers):
                 if gather is not None:
                     x.grad += sum(gather(window_grads))

@@ -274,7 +274,7 @@ def _as_floats_or_values(x):
         x = x.tolist()
     if len(x) and isinstance(x[0], Value):
         floats = [item.v for item in x]
-        return (None if all(item.grad is None for item in x) else x), floats
+        return (None if [item.grad for item in x].count(None) == len(x) else x), floats
     return None, [float(item) for item in x]
 
 
