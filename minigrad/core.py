@@ -271,9 +271,9 @@ def _untracked(v):
 @_value_method("__radd__")
 def __add__(self, other):
     if isinstance(other, Value):
+        if self.grad is not None is not other.grad:
+            return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
         if other.grad is not None:
-            if self.grad is not None:
-                return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
             self, other = other, self  # the constant is added as a number (addition commutes exactly)
         c = other.v
     else:
@@ -328,9 +328,9 @@ class NegBackward(UnaryBackward):
 @_value_method("__rmul__")
 def __mul__(self, other):
     if isinstance(other, Value):
+        if self.grad is not None is not other.grad:
+            return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
         if other.grad is not None:
-            if self.grad is not None:
-                return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
             self, other = other, self  # the constant multiplies as a number (multiplication commutes exactly)
         c = other.v
     else:
@@ -960,21 +960,23 @@ def _topological_order(roots):
     """
     order = []
     seen = set()  # membership only, never iterated; Values hash by identity
+    visit, finish = seen.add, order.append  # bound once: this loop runs once per node
     for root in roots:
         if root.grad_fn is None or root in seen:
             continue
-        seen.add(root)
+        visit(root)
         stack = [(root, iter(root.grad_fn.next_values()))]
+        push, pop = stack.append, stack.pop
         while stack:
             node, children = stack[-1]
             for child in children:
                 if child.grad_fn is not None and child not in seen:
-                    seen.add(child)
-                    stack.append((child, iter(child.grad_fn.next_values())))
+                    visit(child)
+                    push((child, iter(child.grad_fn.next_values())))
                     break
             else:
-                stack.pop()
-                order.append(node)
+                pop()
+                finish(node)
     return order
 
 
