@@ -322,7 +322,7 @@ class Neuron(Module):
         return [(f"weight.{i}", w) for i, w in enumerate(self.w)] + [("bias", self.b)]
 
     def own_parameter_values(self):
-        return self.w + [self.b]
+        return self._weight + [self._bias]
 
     def own_tensors(self):
         return [("weight", (self.in_dim,), self.w), ("bias", (1,), [self.b])]
