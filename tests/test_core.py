@@ -942,3 +942,26 @@ def test_gradcheck_ops_are_not_trivial():
         values = [Value(p) for p in point]
         grads = minigrad.grad(fn(*values), values)
         assert any(g != 0.0 for g in grads), name
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graph_with_constants_passes_gradcheck(seed):
+    """Without torch (PyPy): gradients of the leaves that require them, constants held fixed."""
+    leaves, program = random_program(seed)
+    rng = random.Random(2000 + seed)
+    requires = [rng.random() < 0.5 for _ in leaves]
+    requires[rng.randrange(len(leaves))] = True
+    free = [i for i, r in enumerate(requires) if r]
+
+    def fn(*xs):
+        values = [Value(x, requires_grad=False) for x in leaves]
+        for i, x in zip(free, xs):
+            values[i] = x
+        nodes = list(values)
+        for name, args in program:
+            nodes.append(RANDOM_OPS[name][1](*[nodes[i] for i in args]))
+        return _sum_of_unconsumed(nodes, program)
+
+    assert gradcheck(fn, [leaves[i] for i in free], atol=1e-4, rtol=1e-3)
+    nodes, _ = run_program_minigrad(leaves, program, requires)
+    assert [node.grad is None for node in nodes[:len(leaves)]] == [not r for r in requires]
