@@ -708,11 +708,11 @@ def _relu_float(s):
     return s if s > 0.0 else 0.0
 
 
-# name: (the activation on a float, its derivative as a function of the output y, on floats)
+# name: (the activation on a float, the output gradients times its derivative, from the outputs ys)
 _FUSED_ACTIVATIONS = {
-    "tanh": (math.tanh, lambda g, y: g * (1.0 - y * y)),
-    "relu": (_relu_float, lambda g, y: g if y > 0.0 else 0.0),
-    "sigmoid": (_sigmoid, lambda g, y: g * y * (1.0 - y)),
+    "tanh": (math.tanh, lambda gs, ys: [g * (1.0 - y * y) for g, y in zip(gs, ys)]),
+    "relu": (_relu_float, lambda gs, ys: [g if y > 0.0 else 0.0 for g, y in zip(gs, ys)]),
+    "sigmoid": (_sigmoid, lambda gs, ys: [g * y * (1.0 - y) for g, y in zip(gs, ys)]),
 }
 
 
@@ -887,7 +887,7 @@ class LayerBackward(GradFunction):
     def compute_and_add_gradient(self, grad):
         grads, n_windows = self.grads, len(self.windows)
         if self.activation is not None:
-            grads = list(map(_FUSED_ACTIVATIONS[self.activation][1], grads, self.outputs))
+            grads = _FUSED_ACTIVATIONS[self.activation][1](grads, self.outputs)
         columns = None
         for o, (weights, bias) in enumerate(zip(self.weights, self.biases)):
             g = grads[o * n_windows:(o + 1) * n_windows]
@@ -938,15 +938,18 @@ def _combine(rows, coefficients):
     Four rows per pass (one comprehension adds four products to each element), in row order.
     """
     n = len(rows)
-    acc = [0.0] * len(rows[0])
+    acc = None
     p = 0
     while p + 4 <= n:
         a, b, c, d = rows[p:p + 4]
         ca, cb, cc, cd = coefficients[p:p + 4]
-        acc = [s + x * ca + y * cb + z * cc + w * cd for s, x, y, z, w in zip(acc, a, b, c, d)]
+        if acc is None:
+            acc = [x * ca + y * cb + z * cc + w * cd for x, y, z, w in zip(a, b, c, d)]
+        else:
+            acc = [s + x * ca + y * cb + z * cc + w * cd for s, x, y, z, w in zip(acc, a, b, c, d)]
         p += 4
     for row, c in zip(rows[p:], coefficients[p:]):
-        acc = [s + x * c for s, x in zip(acc, row)]
+        acc = [x * c for x in row] if acc is None else [s + x * c for s, x in zip(acc, row)]
     return acc
 
 
