@@ -727,9 +727,9 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     need no gradient; ``sources`` optionally the distinct Values the windows are drawn from
     (a conv layer's input map), so backward visits each once, and ``gathers`` (from
     ``input_gathers``, aligned with ``sources``) the window positions that read each source,
-    so its gradient is one sum. ``leaf_weights=True`` promises that weights
-    and biases are leaves (a layer's own parameters), which saves checking them. Returns one
-    list of outputs per neuron.
+    so its gradient is one sum. ``leaf_weights=True`` promises that weights and biases are
+    leaves (a layer's own parameters), which saves checking them. Returns one list of
+    outputs per neuron.
 
     The outputs of one call share a ``LayerBackward``: each output's backward only records
     its gradient there, and once all of them have run, the layer turns the recorded
