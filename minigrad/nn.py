@@ -88,14 +88,17 @@ class Module(ABC):
     def parameters(self):
         if type(self).get_parameters is not Module.get_parameters:
             return list(self.get_parameters())  # a model written for the original, which names its own
+        return self._layer_parameters()
+
+    def get_parameters(self):
+        """``parameters()`` under the original minigrad's name."""
+        return self._layer_parameters()
+
+    def _layer_parameters(self):
         params = self.own_parameter_values()
         for _, child in self.children():
             params.extend(child.parameters())
         return params
-
-    def get_parameters(self):
-        """``parameters()`` under the original minigrad's name."""
-        return self.parameters()
 
     def named_tensors(self, prefix=""):
         tensors = [(prefix + name, shape, values) for name, shape, values in self.own_tensors()]

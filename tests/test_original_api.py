@@ -264,3 +264,19 @@ def test_the_original_published_checkpoint_through_the_users_load():
     assert [p.v for p in model.get_parameters()] == ours.parameter_values()
     image = np.random.default_rng(4).standard_normal((1, 15, 15))
     assert [v.v for v in model.forward(as_value_array(image))] == [v.v for v in ours(image)]
+
+
+def test_a_subclass_extending_get_parameters_with_super():
+    class WithExtra(nn.Linear):
+        def __init__(self):
+            super().__init__(2, 1, seed=0)
+            self.extra = Value(0.5)
+
+        def get_parameters(self):
+            return super().get_parameters() + [self.extra]
+
+    layer = WithExtra()
+    assert layer.parameters() == layer.neurons[0].weight + [layer.neurons[0].bias, layer.extra]
+    layer.extra.grad = 1.0
+    layer.zero_grad()
+    assert layer.extra.grad == 0.0
