@@ -5,9 +5,15 @@ from .core import (GradFunction, Value, as_value_array, backward, enable_grad, f
 from .gradcheck import gradcheck
 from .losses import cross_entropy, mse_loss
 
+from . import core, nn, optimizer  # as the original: `import minigrad` reaches minigrad.nn
+from .pypy_nursery import size_for_children
+
+size_for_children()  # PyPy processes started from this one get the tuned young generation
+
 __version__ = "1.0.0"
 
-__all__ = ["Value", "GradFunction", "no_grad", "enable_grad", "is_grad_enabled", "backward", "grad",
-           "hessian", "gradcheck", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "value_sum",
-           "value_max", "weighted_sum", "as_value_array", "value_array_to_list", "flatten", "reshape",
-           "transpose", "mse_loss", "cross_entropy"]
+__all__ = ["core", "nn", "optimizer",
+           "Value", "GradFunction", "no_grad", "enable_grad", "is_grad_enabled", "backward", "grad", "hessian",
+           "gradcheck", "relu", "tanh", "sigmoid", "softmax", "log_softmax", "value_sum", "value_max",
+           "weighted_sum", "as_value_array", "value_array_to_list", "flatten", "reshape", "transpose",
+           "mse_loss", "cross_entropy"]

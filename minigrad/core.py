@@ -23,7 +23,9 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 from itertools import repeat
-from operator import add, mul
+from operator import itemgetter, mul
+
+from .checks import positive_int
 
 _grad_enabled = True
 
@@ -75,20 +77,40 @@ def _real(x):
 
 
 class Value:
-    """One float of a computation, its gradient and the function that made it."""
+    """One float of a computation, its gradient and the function that made it.
+
+    The primitive ops (``+ * / **``, unary ``-``, ``abs relu tanh sigmoid exp log``) are
+    installed below the class, each forward beside the ``GradFunction`` it creates.
+    ``Value(v, requires_grad=False)`` is a constant: an op builds a node only when one of
+    its inputs requires a gradient, and hands gradients only to those that do.
+    """
 
     __slots__ = ("v", "grad", "grad_fn")
     __array_ufunc__ = None  # numpy defers to our reflected operators
 
-    def __init__(self, v, grad_fn=None):
+    def __init__(self, v, grad_fn=None, requires_grad=True):
         if type(v) is not float:
             f = _real(v)
             if f is None:
                 raise TypeError(f"Value expects a real number, got {type(v).__name__}")
             v = f
         self.v = v
-        self.grad = 0.0
+        self.grad = 0.0 if requires_grad else None  # a constant's grad stays None, as torch's
         self.grad_fn = grad_fn
+
+    @property
+    def requires_grad(self):
+        """False for a constant: no gradient is computed for it, nor for what only it feeds."""
+        return self.grad is not None
+
+    @requires_grad.setter
+    def requires_grad(self, flag):
+        if self.grad_fn is not None:
+            raise ValueError("Expected a leaf Value to change requires_grad on, got the result of an op")
+        if not flag:
+            self.grad = None
+        elif self.grad is None:
+            self.grad = 0.0
 
     # micrograd spells the payload .data
     @property
@@ -128,20 +150,7 @@ class Value:
     def __ge__(self, other):
         return self.v >= _payload(other)
 
-    # ---- arithmetic: each op's GradFunction sits right below it ----
-
-    def __add__(self, other):
-        if isinstance(other, Value):
-            return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
-        c = _real(other)
-        if c is None:
-            return NotImplemented
-        return Value(self.v + c, AddBackward(self, None) if _grad_enabled else None)
-
-    __radd__ = __add__
-
-    def __neg__(self):
-        return Value(-self.v, NegBackward(self) if _grad_enabled else None)
+    # ---- composites, built from the primitive ops below ----
 
     def __sub__(self, other):
         if isinstance(other, Value):
@@ -154,69 +163,17 @@ class Value:
     def __rsub__(self, other):
         return (-self) + other
 
-    def __mul__(self, other):
-        if isinstance(other, Value):
-            return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
-        c = _real(other)
-        if c is None:
-            return NotImplemented
-        return Value(self.v * c, MulConstBackward(self, c) if _grad_enabled else None)
-
-    __rmul__ = __mul__
-
-    def __truediv__(self, other):
-        if isinstance(other, Value):
-            return Value(_div(self.v, other.v), DivBackward(self, other) if _grad_enabled else None)
-        c = _real(other)
-        if c is None:
-            return NotImplemented
-        return Value(_div(self.v, c), MulConstBackward(self, _div(1.0, c)) if _grad_enabled else None)
-
     def __rtruediv__(self, other):
         c = _real(other)
         if c is None:
             return NotImplemented
-        return Value(c) / self
-
-    def __pow__(self, other):
-        if isinstance(other, Value):
-            out = _pow(self.v, other.v)
-            return Value(out, PowBackward(self, other, out) if _grad_enabled else None)
-        p = _real(other)
-        if p is None:
-            return NotImplemented
-        return Value(_pow(self.v, p), PowConstBackward(self, p) if _grad_enabled else None)
+        return Value(c, None, False) / self  # the number as a constant
 
     def __rpow__(self, other):
         c = _real(other)
         if c is None:
             return NotImplemented
-        return Value(c) ** self
-
-    def __abs__(self):
-        return Value(abs(self.v), AbsBackward(self) if _grad_enabled else None)
-
-    def abs(self):
-        return self.__abs__()
-
-    def relu(self):
-        x = self.v
-        return Value(x if x > 0.0 else 0.0, ReLUBackward(self) if _grad_enabled else None)
-
-    def tanh(self):
-        t = math.tanh(self.v)
-        return Value(t, TanhBackward(self, t) if _grad_enabled else None)
-
-    def sigmoid(self):
-        s = _sigmoid(self.v)
-        return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
-
-    def exp(self):
-        e = _exp(self.v)
-        return Value(e, ExpBackward(self, e) if _grad_enabled else None)
-
-    def log(self):
-        return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
+        return Value(c, None, False) ** self  # the number as a constant
 
     # ---- backward ----
 
@@ -229,6 +186,9 @@ class Value:
         With ``create_graph=True`` the gradients are Values with graphs of their own.
         """
         backward([self], [grad], create_graph=create_graph)
+
+
+ValueMatrix = list[list[Value]]  # the original minigrad's name for a 2-D nested list of Values
 
 
 def _payload(x):
@@ -266,25 +226,6 @@ class GradFunction(ABC):
         return type(self).__name__
 
 
-class AddBackward(GradFunction):
-    __slots__ = ("a", "b")
-
-    def __init__(self, a, b):
-        self.a = a
-        self.b = b  # None when the other operand was a number
-
-    def inputs(self):
-        return (self.a,) if self.b is None else (self.a, self.b)
-
-    def compute_and_add_gradient(self, grad):
-        self.a.grad += grad
-        if self.b is not None:
-            self.b.grad += grad
-
-    def gradient_graph(self, grad):
-        return (grad,) if self.b is None else (grad, grad)
-
-
 class UnaryBackward(GradFunction):
     """An op of one Value ``a``, with the one number its derivative needs (``saved``), if any."""
 
@@ -296,16 +237,6 @@ class UnaryBackward(GradFunction):
 
     def inputs(self):
         return (self.a,)
-
-
-class NegBackward(UnaryBackward):
-    __slots__ = ()
-
-    def compute_and_add_gradient(self, grad):
-        self.a.grad -= grad
-
-    def gradient_graph(self, grad):
-        return (-grad,)
 
 
 class BinaryBackward(GradFunction):
@@ -321,6 +252,96 @@ class BinaryBackward(GradFunction):
         return (self.a, self.b)
 
 
+def _value_method(*aliases):
+    """Installs the decorated forward as a method of ``Value``, under its own name and ``aliases``."""
+    def install(fn):
+        for name in (fn.__name__,) + aliases:
+            setattr(Value, name, fn)
+        return fn
+    return install
+
+
+def _untracked(v):
+    """The result of an op that builds no node: a constant when grad mode is on (its inputs were)."""
+    return Value(v, None, not _grad_enabled)
+
+
+# ---- primitive ops: each forward, then the GradFunction it creates ----
+
+@_value_method("__radd__")
+def __add__(self, other):
+    if isinstance(other, Value):
+        if self.grad is not None is not other.grad:
+            return Value(self.v + other.v, AddBackward(self, other) if _grad_enabled else None)
+        if other.grad is not None:
+            self, other = other, self  # the constant is added as a number (addition commutes exactly)
+        c = other.v
+    else:
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+    if self.grad is None:
+        return _untracked(self.v + c)
+    return Value(self.v + c, AddConstBackward(self) if _grad_enabled else None)
+
+
+class AddBackward(BinaryBackward):
+    __slots__ = ()
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += grad
+        self.b.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad, grad)
+
+
+class AddConstBackward(UnaryBackward):
+    """``a + c`` for a number (or constant) ``c``."""
+
+    __slots__ = ()
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad,)
+
+
+@_value_method()
+def __neg__(self):
+    if self.grad is None:
+        return _untracked(-self.v)
+    return Value(-self.v, NegBackward(self) if _grad_enabled else None)
+
+
+class NegBackward(UnaryBackward):
+    __slots__ = ()
+
+    def compute_and_add_gradient(self, grad):
+        self.a.grad -= grad
+
+    def gradient_graph(self, grad):
+        return (-grad,)
+
+
+@_value_method("__rmul__")
+def __mul__(self, other):
+    if isinstance(other, Value):
+        if self.grad is not None is not other.grad:
+            return Value(self.v * other.v, MulBackward(self, other) if _grad_enabled else None)
+        if other.grad is not None:
+            self, other = other, self  # the constant multiplies as a number (multiplication commutes exactly)
+        c = other.v
+    else:
+        c = _real(other)
+        if c is None:
+            return NotImplemented
+    if self.grad is None:
+        return _untracked(self.v * c)
+    return Value(self.v * c, MulConstBackward(self, c) if _grad_enabled else None)
+
+
 class MulBackward(BinaryBackward):
     __slots__ = ()
 
@@ -334,7 +355,7 @@ class MulBackward(BinaryBackward):
 
 
 class MulConstBackward(UnaryBackward):
-    """``a * c`` for a number ``c`` (saved)."""
+    """``a * c`` for a number (or constant) ``c`` (saved); also ``a / c``, as ``a * (1 / c)``."""
 
     __slots__ = ()
 
@@ -343,6 +364,20 @@ class MulConstBackward(UnaryBackward):
 
     def gradient_graph(self, grad):
         return (grad * self.saved,)
+
+
+@_value_method()
+def __truediv__(self, other):
+    if isinstance(other, Value):
+        if self.grad is None and other.grad is None:
+            return _untracked(_div(self.v, other.v))
+        return Value(_div(self.v, other.v), DivBackward(self, other) if _grad_enabled else None)
+    c = _real(other)
+    if c is None:
+        return NotImplemented
+    if self.grad is None:
+        return _untracked(_div(self.v, c))
+    return Value(_div(self.v, c), MulConstBackward(self, _div(1.0, c)) if _grad_enabled else None)
 
 
 def _div(a, b):
@@ -355,16 +390,35 @@ def _div(a, b):
 
 
 class DivBackward(BinaryBackward):
+    """``a / b``; one of them may be a constant, which gets no gradient."""
+
     __slots__ = ()
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a, self.b
-        a.grad += _div(grad, b.v)
-        b.grad -= grad * _div(_div(a.v, b.v), b.v)
+        if a.grad is not None:
+            a.grad += _div(grad, b.v)
+        if b.grad is not None:
+            b.grad -= grad * _div(_div(a.v, b.v), b.v)
 
     def gradient_graph(self, grad):
         a, b = self.a, self.b
         return (grad / b, -grad * (a / b / b))
+
+
+@_value_method()
+def __pow__(self, other):
+    if isinstance(other, Value):
+        out = _pow(self.v, other.v)
+        if self.grad is None and other.grad is None:
+            return _untracked(out)
+        return Value(out, PowBackward(self, other, out) if _grad_enabled else None)
+    p = _real(other)
+    if p is None:
+        return NotImplemented
+    if self.grad is None:
+        return _untracked(_pow(self.v, p))
+    return Value(_pow(self.v, p), PowConstBackward(self, p) if _grad_enabled else None)
 
 
 def _is_odd_integer(p):
@@ -406,7 +460,7 @@ def _log_base_for_exponent(a, p):
 
 
 class PowBackward(BinaryBackward):
-    """a ** b with b a Value: both base and exponent get gradients; ``out`` is a ** b."""
+    """a ** b with b a Value: base and exponent get gradients (unless constant); ``out`` is a ** b."""
 
     __slots__ = ("out",)
 
@@ -416,8 +470,10 @@ class PowBackward(BinaryBackward):
 
     def compute_and_add_gradient(self, grad):
         a, b = self.a.v, self.b.v
-        if b != 0.0:
+        if b != 0.0 and self.a.grad is not None:
             self.a.grad += grad * b * _pow(a, b - 1.0)
+        if self.b.grad is None:
+            return
         log_a = _log_base_for_exponent(a, b)
         if log_a is not None:
             self.b.grad += grad * self.out * log_a
@@ -428,6 +484,13 @@ class PowBackward(BinaryBackward):
         if _log_base_for_exponent(a.v, b.v) is None:
             return (d_base, grad * 0.0)
         return (d_base, grad * a ** b * a.log())
+
+
+@_value_method("abs")
+def __abs__(self):
+    if self.grad is None:
+        return _untracked(abs(self.v))
+    return Value(abs(self.v), AbsBackward(self) if _grad_enabled else None)
 
 
 class AbsBackward(UnaryBackward):
@@ -445,6 +508,14 @@ class AbsBackward(UnaryBackward):
         return (grad * (1.0 if x > 0.0 else -1.0 if x < 0.0 else 0.0),)
 
 
+@_value_method()
+def relu(self):
+    x = self.v
+    if self.grad is None:
+        return _untracked(x if x > 0.0 else 0.0)
+    return Value(x if x > 0.0 else 0.0, ReLUBackward(self) if _grad_enabled else None)
+
+
 class ReLUBackward(UnaryBackward):
     __slots__ = ()
 
@@ -454,6 +525,14 @@ class ReLUBackward(UnaryBackward):
 
     def gradient_graph(self, grad):
         return (grad * (1.0 if self.a.v > 0.0 else 0.0),)
+
+
+@_value_method()
+def tanh(self):
+    t = math.tanh(self.v)
+    if self.grad is None:
+        return _untracked(t)
+    return Value(t, TanhBackward(self, t) if _grad_enabled else None)
 
 
 class TanhBackward(UnaryBackward):
@@ -468,6 +547,14 @@ class TanhBackward(UnaryBackward):
     def gradient_graph(self, grad):
         t = self.a.tanh()
         return (grad * (1.0 - t * t),)
+
+
+@_value_method()
+def sigmoid(self):
+    s = _sigmoid(self.v)
+    if self.grad is None:
+        return _untracked(s)
+    return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
 
 
 def _sigmoid(x):
@@ -491,6 +578,14 @@ class SigmoidBackward(UnaryBackward):
         return (grad * s * (1.0 - s),)
 
 
+@_value_method()
+def exp(self):
+    e = _exp(self.v)
+    if self.grad is None:
+        return _untracked(e)
+    return Value(e, ExpBackward(self, e) if _grad_enabled else None)
+
+
 def _exp(x):
     try:
         return math.exp(x)
@@ -508,6 +603,13 @@ class ExpBackward(UnaryBackward):
 
     def gradient_graph(self, grad):
         return (grad * self.a.exp(),)
+
+
+@_value_method()
+def log(self):
+    if self.grad is None:
+        return _untracked(_log(self.v))
+    return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
 
 
 def _log(x):
@@ -531,9 +633,9 @@ class LogBackward(UnaryBackward):
 # ---- n-ary primitives ----
 
 def value_sum(values):
-    """One node for the sum of many Values (numbers are folded into the constant)."""
+    """One node for the sum of many Values (numbers and constants are folded into the constant)."""
     values = list(values)
-    nodes = [x for x in values if isinstance(x, Value)]
+    nodes = [x for x in values if isinstance(x, Value) and x.grad is not None]
     total = 0.0
     for x in values:
         if isinstance(x, Value):
@@ -543,6 +645,8 @@ def value_sum(values):
             if c is None:
                 raise TypeError(f"sum expects Values or numbers, got {type(x).__name__}")
             total += c
+    if not nodes and any(isinstance(x, Value) for x in values):
+        return _untracked(total)
     return Value(total, SumBackward(nodes) if _grad_enabled and nodes else None)
 
 
@@ -573,6 +677,8 @@ def value_max(values):
         x = values[i].v
         if x > values[best].v or (x != x and values[best].v == values[best].v):
             best = i
+    if all(x.grad is None for x in values):
+        return _untracked(values[best].v)
     return Value(values[best].v, MaxBackward(values, best) if _grad_enabled else None)
 
 
@@ -587,7 +693,9 @@ class MaxBackward(GradFunction):
         return tuple(self.xs)
 
     def compute_and_add_gradient(self, grad):
-        self.xs[self.index].grad += grad
+        x = self.xs[self.index]
+        if x.grad is not None:
+            x.grad += grad
 
     def gradient_graph(self, grad):
         zero = grad * 0.0
@@ -596,16 +704,32 @@ class MaxBackward(GradFunction):
 
 # ---- the fused weighted sums of a layer ----
 
-def weighted_sums(weights, biases, windows, window_values=None, sources=None, leaf_weights=False):
-    """``biases[o] + sum(weights[o][k] * windows[p][k])`` for every neuron ``o`` and window ``p``.
+def _relu_float(s):
+    return s if s > 0.0 else 0.0
+
+
+# name: (the activation on a float, the output gradients times its derivative, from the outputs ys)
+_FUSED_ACTIVATIONS = {
+    "tanh": (math.tanh, lambda gs, ys: [g * (1.0 - y * y) for g, y in zip(gs, ys)]),
+    "relu": (_relu_float, lambda gs, ys: [g if y > 0.0 else 0.0 for g, y in zip(gs, ys)]),
+    "sigmoid": (_sigmoid, lambda gs, ys: [g * y * (1.0 - y) for g, y in zip(gs, ys)]),
+}
+
+
+def weighted_sums(weights, biases, windows, window_values=None, sources=None, leaf_weights=False,
+                  activation=None, gathers=None):
+    """``activation(biases[o] + sum(weights[o][k] * windows[p][k]))`` for every neuron ``o`` and window ``p``.
 
     One node per output (``WeightedSumBackward``): what a Linear layer (one window) or a
-    convolution (one window per output position) computes. ``windows`` are sequences of
-    floats; ``window_values`` the Values they came from, or None when the inputs are
-    constants that need no gradient; ``sources`` optionally the distinct Values the windows
-    are drawn from (a conv layer's input map), so backward visits each once.
-    ``leaf_weights=True`` promises that weights and biases are leaves (a layer's own
-    parameters), which saves checking them. Returns one list of outputs per neuron.
+    convolution (one window per output position) computes, with the layer's activation
+    (None, "tanh", "relu" or "sigmoid") fused in. ``windows`` are sequences of floats;
+    ``window_values`` the Values they came from, or None when the inputs are constants that
+    need no gradient; ``sources`` optionally the distinct Values the windows are drawn from
+    (a conv layer's input map), so backward visits each once, and ``gathers`` (from
+    ``input_gathers``, aligned with ``sources``) the window positions that read each source,
+    so its gradient is one sum. ``leaf_weights=True`` promises that weights and biases are
+    leaves (a layer's own parameters), which saves checking them. Returns one list of
+    outputs per neuron.
 
     The outputs of one call share a ``LayerBackward``: each output's backward only records
     its gradient there, and once all of them have run, the layer turns the recorded
@@ -615,24 +739,35 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     """
     weight_values = [[w.v for w in row] for row in weights]
     bias_values = [b.v for b in biases]
+    act = None if activation is None else _FUSED_ACTIVATIONS[activation][0]
     if not _grad_enabled:
-        return [[Value(sum(map(mul, wv, win), b)) for win in windows]
-                for wv, b in zip(weight_values, bias_values)]
+        if act is None:
+            return [[Value(sum(map(mul, wv, win), b)) for win in windows] for wv, b in zip(weight_values, bias_values)]
+        return [[Value(act(sum(map(mul, wv, win), b))) for win in windows] for wv, b in zip(weight_values, bias_values)]
     if window_values is not None and sources is None:
         sources = [x for xs in window_values for x in xs]
-    upstream = list(sources or ())
+    sources = list(sources or ())
+    if None in [x.grad for x in sources]:  # constants among the inputs get no gradient
+        keep = [i for i, x in enumerate(sources) if x.grad is not None]
+        sources = [sources[i] for i in keep]
+        gathers = None if gathers is None else [gathers[i] for i in keep]
+    upstream = list(sources)
     if not leaf_weights:
         upstream += [v for row in weights for v in row if v.grad_fn is not None]
         upstream += [b for b in biases if b.grad_fn is not None]
-    hub = (Value(0.0, LayerBackward(weights, biases, weight_values, windows, window_values, upstream)),)
-    outs, i = [], 0
+    layer = LayerBackward(weights, biases, weight_values, windows, window_values, sources, gathers, upstream,
+                          activation)
+    hub = (Value(0.0, layer),)
+    outs, first = [], 0
     for wv, b in zip(weight_values, bias_values):
-        row = []
-        for win in windows:
-            # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
-            row.append(Value(sum(map(mul, wv, win), b), WeightedSumBackward(hub, i)))
-            i += 1
-        outs.append(row)
+        # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
+        if act is None:
+            ys = [sum(map(mul, wv, win), b) for win in windows]
+        else:
+            ys = [act(sum(map(mul, wv, win), b)) for win in windows]
+        outs.append([Value(y, WeightedSumBackward(hub, i)) for i, y in enumerate(ys, first)])
+        layer.outputs += ys
+        first += len(ys)
     return outs
 
 
@@ -646,11 +781,31 @@ def weighted_sum(weights, inputs, bias):
     return weighted_sums([weights], [bias], [[float(x) for x in inputs]])[0][0]
 
 
-class WeightedSumBackward(GradFunction):
-    """One output of ``weighted_sums``: ``b + sum(w_k * x_k)``.
+def input_gathers(window_indices, n_sources):
+    """For each source element, a getter of the window positions that read it, or None if none does.
 
-    Its gradient is ``x_k`` to ``w_k``, ``w_k`` to ``x_k`` and 1 to ``b``; on the float
-    path the shared ``LayerBackward`` applies it for all outputs of the layer at once.
+    ``window_indices[p][k]`` is the source element at position ``k`` of window ``p``; the getter
+    picks, from the windows' gradients laid end to end (``p * K + k``), this element's terms.
+    """
+    width = len(window_indices[0])
+    terms = [[] for _ in range(n_sources)]
+    for p, indices in enumerate(window_indices):
+        for k, i in enumerate(indices):
+            terms[i].append(p * width + k)
+    return [_getter(ts) if ts else None for ts in terms]
+
+
+def _getter(indices):
+    """``itemgetter(*indices)`` that returns a tuple even for one index."""
+    return itemgetter(*indices) if len(indices) > 1 else (lambda seq, k=indices[0]: (seq[k],))
+
+
+class WeightedSumBackward(GradFunction):
+    """One output of ``weighted_sums``: ``activation(b + sum(w_k * x_k))``.
+
+    Its gradient is ``d * x_k`` to ``w_k``, ``d * w_k`` to ``x_k`` and ``d`` to ``b``, with
+    ``d`` the activation's derivative times the output's gradient; on the float path the
+    shared ``LayerBackward`` applies it for all outputs of the layer at once.
     """
 
     __slots__ = ("hub", "index")
@@ -663,10 +818,10 @@ class WeightedSumBackward(GradFunction):
         layer = self.hub[0].grad_fn
         o, p = divmod(self.index, len(layer.windows))
         xs = None if layer.window_values is None else layer.window_values[p]
-        return layer.weights[o], xs, layer.biases[o], layer.windows[p]
+        return layer, layer.weights[o], xs, layer.biases[o], layer.windows[p]
 
     def inputs(self):
-        weights, xs, bias, _ = self._parts()
+        _, weights, xs, bias, _ = self._parts()
         return tuple(weights) + (tuple(xs) if xs is not None else ()) + (bias,)
 
     def next_values(self):
@@ -676,10 +831,24 @@ class WeightedSumBackward(GradFunction):
         self.hub[0].grad_fn.grads[self.index] += grad
 
     def gradient_graph(self, grad):
-        weights, xs, _, window = self._parts()
+        layer, weights, xs, bias, window = self._parts()
+        if layer.activation is not None:
+            s = weighted_sum(weights, xs if xs is not None else window, bias)
+            grad = grad * _activation_derivative_graph(layer.activation, s)
         dw = tuple(grad * x for x in (xs if xs is not None else window))
         dx = () if xs is None else tuple(grad * w for w in weights)
         return dw + dx + (grad,)
+
+
+def _activation_derivative_graph(name, s):
+    """The activation's derivative at the Value ``s``, as a Value with a graph (as its op's GradFunction writes it)."""
+    if name == "tanh":
+        t = s.tanh()
+        return 1.0 - t * t
+    if name == "sigmoid":
+        y = s.sigmoid()
+        return y * (1.0 - y)
+    return 1.0 if s.v > 0.0 else 0.0
 
 
 class LayerBackward(GradFunction):
@@ -689,15 +858,21 @@ class LayerBackward(GradFunction):
     reverse topological order runs it after all of them and before the layer's inputs.
     """
 
-    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "upstream", "grads")
+    __slots__ = ("weights", "biases", "weight_values", "windows", "window_values", "sources", "gathers",
+                 "upstream", "activation", "outputs", "grads")
 
-    def __init__(self, weights, biases, weight_values, windows, window_values, upstream):
+    def __init__(self, weights, biases, weight_values, windows, window_values, sources, gathers, upstream,
+                 activation):
         self.weights = weights
         self.biases = biases
         self.weight_values = weight_values
         self.windows = windows
         self.window_values = window_values
+        self.sources = sources
+        self.gathers = gathers
         self.upstream = upstream
+        self.activation = activation
+        self.outputs = []  # the outputs' values, for the activation's derivative
         self.grads = [0.0] * (len(weights) * len(windows))
 
     def inputs(self):
@@ -711,37 +886,71 @@ class LayerBackward(GradFunction):
 
     def compute_and_add_gradient(self, grad):
         grads, n_windows = self.grads, len(self.windows)
+        if self.activation is not None:
+            grads = _FUSED_ACTIVATIONS[self.activation][1](grads, self.outputs)
         columns = None
         for o, (weights, bias) in enumerate(zip(self.weights, self.biases)):
             g = grads[o * n_windows:(o + 1) * n_windows]
             bias.grad += sum(g)
             if n_windows == 1:
                 dw = map(mul, self.windows[0], repeat(g[0]))
-            elif n_windows > len(weights):
+            elif 2 * n_windows >= len(weights):  # long columns: one dot product per weight
                 columns = columns or list(zip(*self.windows))
-                dw = [sum(map(mul, g, column)) for column in columns]
+                dw = map(sum, map(map, repeat(mul), repeat(g), columns))
             else:
                 dw = _combine(self.windows, g)
             for w, d in zip(weights, dw):
                 w.grad += d
-        if self.window_values is not None:
+        if self.sources:
+            self._add_input_gradients(grads, n_windows)
+        self.reset()
+
+    def _add_input_gradients(self, grads, n_windows):
+        if self.gathers is not None:  # each window's gradient as one row, then one sum per input element
+            window_grads = []
+            if 2 * len(self.weight_values) >= len(self.weight_values[0]):  # long columns: dot products
+                weight_columns = list(zip(*self.weight_values))
+                for p in range(n_windows):
+                    window_grads += map(sum, map(map, repeat(mul), repeat(grads[p::n_windows]), weight_columns))
+            else:
+                for p in range(n_windows):
+                    window_grads += _combine(self.weight_values, grads[p::n_windows])
+            for x, gather in zip(self.sources, self.gathers):
+                if gather is not None:
+                    x.grad += sum(gather(window_grads))
+        elif n_windows == 1:  # a Linear layer: each input's gradient is one column of the weights
+            for x, column in zip(self.window_values[0], zip(*self.weight_values)):
+                if x.grad is not None:
+                    x.grad += sum(map(mul, column, grads))
+        else:
             for p, xs in enumerate(self.window_values):
                 for x, d in zip(xs, _combine(self.weight_values, grads[p::n_windows])):
-                    x.grad += d
-        grads[:] = repeat(0.0, len(grads))
+                    if x.grad is not None:
+                        x.grad += d
 
     def reset(self):
         self.grads[:] = repeat(0.0, len(self.grads))
 
 
 def _combine(rows, coefficients):
-    """``sum(c * row)`` over rows, as one list: the rows' weighted sum, element by element."""
+    """``sum(c * row)`` over rows, as one list: the rows' weighted sum, element by element.
+
+    Four rows per pass (one comprehension adds four products to each element), in row order.
+    """
+    n = len(rows)
     acc = None
-    for row, c in zip(rows, coefficients):
-        if c == 0.0:
-            continue
-        acc = list(map(mul, row, repeat(c))) if acc is None else list(map(add, acc, map(mul, row, repeat(c))))
-    return acc if acc is not None else [0.0] * len(rows[0])
+    p = 0
+    while p + 4 <= n:
+        a, b, c, d = rows[p:p + 4]
+        ca, cb, cc, cd = coefficients[p:p + 4]
+        if acc is None:
+            acc = [x * ca + y * cb + z * cc + w * cd for x, y, z, w in zip(a, b, c, d)]
+        else:
+            acc = [s + x * ca + y * cb + z * cc + w * cd for s, x, y, z, w in zip(acc, a, b, c, d)]
+        p += 4
+    for row, c in zip(rows[p:], coefficients[p:]):
+        acc = [x * c for x in row] if acc is None else [s + x * c for s, x in zip(acc, row)]
+    return acc
 
 
 # ---- graph traversal ----
@@ -754,21 +963,23 @@ def _topological_order(roots):
     """
     order = []
     seen = set()  # membership only, never iterated; Values hash by identity
+    visit, finish = seen.add, order.append  # bound once: this loop runs once per node
     for root in roots:
         if root.grad_fn is None or root in seen:
             continue
-        seen.add(root)
+        visit(root)
         stack = [(root, iter(root.grad_fn.next_values()))]
+        push, pop = stack.append, stack.pop
         while stack:
             node, children = stack[-1]
             for child in children:
                 if child.grad_fn is not None and child not in seen:
-                    seen.add(child)
-                    stack.append((child, iter(child.grad_fn.next_values())))
+                    visit(child)
+                    push((child, iter(child.grad_fn.next_values())))
                     break
             else:
-                stack.pop()
-                order.append(node)
+                pop()
+                finish(node)
     return order
 
 
@@ -778,6 +989,10 @@ def backward(roots, grads=None, create_graph=False):
     grads = [1.0] * len(roots) if grads is None else list(grads)
     if len(grads) != len(roots):
         raise ValueError(f"Expected {len(roots)} output gradients, got {len(grads)}")
+    if roots and all(root.grad is None for root in roots):
+        raise ValueError(f"Expected outputs that require grad, got {len(roots)} constant(s)")
+    pairs = [(root, g) for root, g in zip(roots, grads) if root.grad is not None]  # constants pass nothing on
+    roots, grads = [root for root, _ in pairs], [g for _, g in pairs]
     order = _topological_order(roots)
     for node in order:
         node.grad = 0.0
@@ -802,7 +1017,8 @@ def _backward_graph(order):
             fn = node.grad_fn
             g = node.grad if isinstance(node.grad, Value) else Value(node.grad)
             for x, d in zip(fn.inputs(), fn.gradient_graph(g)):
-                x.grad = d if isinstance(x.grad, float) and x.grad == 0.0 else x.grad + d
+                if x.grad is not None:  # constants get none
+                    x.grad = d if isinstance(x.grad, float) and x.grad == 0.0 else x.grad + d
 
 
 def grad(outputs, inputs, grad_outputs=None, create_graph=False):
@@ -810,7 +1026,10 @@ def grad(outputs, inputs, grad_outputs=None, create_graph=False):
     outputs = [outputs] if isinstance(outputs, Value) else list(outputs)
     single = isinstance(inputs, Value)
     inputs = [inputs] if single else list(inputs)
-    touched = _reached_values(outputs) + inputs
+    for i, x in enumerate(inputs):
+        if x.grad is None:
+            raise ValueError(f"Expected inputs that require grad, got a constant at index {i}")
+    touched = [x for x in _reached_values(outputs) + inputs if x.grad is not None]
     saved = [x.grad for x in touched]
     try:
         for x in touched:
@@ -857,19 +1076,7 @@ def _as_float(x):
     return x.v if isinstance(x, Value) else float(x)
 
 
-# ---- functional forms ----
-
-def relu(x):
-    return x.relu()
-
-
-def tanh(x):
-    return x.tanh()
-
-
-def sigmoid(x):
-    return x.sigmoid()
-
+# ---- softmax (relu, tanh, sigmoid, exp and log above are functions too: ``tanh(x)`` is ``x.tanh()``) ----
 
 def log_softmax(values):
     """log(softmax(values)), stable: the largest value is subtracted before exp."""
@@ -890,13 +1097,17 @@ def softmax(values):
 
 # ---- nested lists of Values ----
 
-def as_value_array(array):
-    """Nested lists of Values with the shape of ``array`` (a numpy array or nested lists)."""
+def as_value_array(array, requires_grad=True):
+    """Nested lists of Values with the shape of ``array`` (a numpy array, nested lists or iterables).
+
+    ``requires_grad=False`` makes them constants (an input image, a target): no gradient is
+    computed for them. Values already in ``array`` are kept as they are.
+    """
     if hasattr(array, "tolist"):
         array = array.tolist()
-    if isinstance(array, (list, tuple)):
-        return [as_value_array(x) for x in array]
-    return array if isinstance(array, Value) else Value(array)
+    if isinstance(array, (list, tuple)) or (not isinstance(array, _SCALARS) and hasattr(array, "__iter__")):
+        return [as_value_array(x, requires_grad) for x in array]
+    return array if isinstance(array, Value) else Value(array, None, requires_grad)
 
 
 def value_array_to_list(array):
@@ -906,8 +1117,15 @@ def value_array_to_list(array):
     return array.v if isinstance(array, Value) else float(array)
 
 
+_SCALARS = (Value, float, int, complex, str, bytes)
+
+
 def flatten(array):
-    """Nested lists as one flat list, row-major."""
+    """Everything nested in ``array`` as one flat list, row-major, down to the scalars.
+
+    Lists and tuples, numpy arrays (whose numbers come out as Python floats and ints),
+    generators and other iterables are all opened; Values, numbers and strings are not.
+    """
     out = []
     stack = [iter([array])]
     while stack:
@@ -915,16 +1133,28 @@ def flatten(array):
             if isinstance(x, (list, tuple)):
                 stack.append(iter(x))
                 break
+            if not isinstance(x, _SCALARS):
+                if hasattr(x, "tolist"):
+                    x = x.tolist()
+                if isinstance(x, list) or (not isinstance(x, _SCALARS) and hasattr(x, "__iter__")):
+                    stack.append(iter(x))
+                    break
             out.append(x)
         else:
             stack.pop()
     return out
 
 
-def reshape(array, shape):
-    """The items of ``array`` (nested or flat) as nested lists of ``shape``, row-major."""
+def reshape(array, *shape):
+    """The items of ``array`` (nested or flat) as nested lists of ``shape``, row-major.
+
+    ``shape`` is a tuple, ``reshape(x, (3, 4))``, or the sizes themselves, ``reshape(x, 3, 4)``
+    (the original minigrad's ``reshape(input, height, width)``).
+    """
     items = flatten(array)
-    shape = tuple(shape)
+    shape = tuple(shape[0]) if len(shape) == 1 and isinstance(shape[0], (list, tuple)) else shape
+    for n in shape:
+        positive_int("each size in the shape", n)
     size = 1
     for n in shape:
         size *= n

@@ -29,8 +29,8 @@ from abc import ABC, abstractmethod
 from operator import itemgetter
 
 from . import checkpoint
-from .checks import is_finite_real
-from .core import Value, as_value_array, flatten, value_max, value_sum, weighted_sums
+from .checks import is_finite_real, positive_int
+from .core import Value, as_value_array, flatten, input_gathers, value_max, value_sum, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
 
 INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for tanh units
@@ -86,12 +86,19 @@ class Module(ABC):
         return named
 
     def parameters(self):
+        if type(self).get_parameters is not Module.get_parameters:
+            return list(self.get_parameters())  # a model written for the original, which names its own
+        return self._layer_parameters()
+
+    def get_parameters(self):
+        """``parameters()`` under the original minigrad's name."""
+        return self._layer_parameters()
+
+    def _layer_parameters(self):
         params = self.own_parameter_values()
         for _, child in self.children():
             params.extend(child.parameters())
         return params
-
-    get_parameters = parameters  # the original minigrad's name
 
     def named_tensors(self, prefix=""):
         tensors = [(prefix + name, shape, values) for name, shape, values in self.own_tensors()]
@@ -263,34 +270,60 @@ class Sigmoid(_Activation):
 # ---- neurons and layers ----
 
 def _as_floats_or_values(x):
-    """A flat list, and its payloads: ``(values or None, floats)``."""
+    """A flat list, and its payloads: ``(values or None, floats)``; None when no item needs a gradient."""
     if hasattr(x, "tolist"):
         x = x.tolist()
     if len(x) and isinstance(x[0], Value):
-        return x, [item.v for item in x]
+        floats = [item.v for item in x]
+        return (None if [item.grad for item in x].count(None) == len(x) else x), floats
     return None, [float(item) for item in x]
 
 
 class Neuron(Module):
-    """``activation(b + sum(w_i * x_i))`` for an input of ``in_dim`` numbers."""
+    """``activation(bias + sum(weight_i * x_i))`` for an input of ``in_dim`` numbers.
+
+    ``weight`` (a list of ``in_dim`` Values) and ``bias`` (a Value) may be reassigned, with
+    Values or plain numbers; the next forward, ``parameters()`` and checkpoints use what was
+    assigned. ``w`` and ``b`` are the same attributes under micrograd's short names.
+    """
 
     def __init__(self, in_dim, activation=None, seed=None, fused=True):
-        if not isinstance(in_dim, int) or in_dim < 1:
-            raise ValueError(f"Expected in_dim to be a positive integer, got {in_dim!r}")
+        positive_int("in_dim", in_dim)
         rng = _rng(seed)
         bound = INIT_SCALE / math.sqrt(in_dim)
         self.in_dim = in_dim
-        self.w = [Value(rng.uniform(-bound, bound)) for _ in range(in_dim)]
-        self.b = Value(0.0)
+        self.weight = [Value(rng.uniform(-bound, bound)) for _ in range(in_dim)]
+        self.bias = Value(0.0)
         self.activation = activation_name(activation)
         self._act = ACTIVATIONS[self.activation]
         self.fused = fused
+
+    @property
+    def weight(self):
+        return self._weight
+
+    @weight.setter
+    def weight(self, values):
+        values = list(values.tolist() if hasattr(values, "tolist") else values)
+        if len(values) != self.in_dim:
+            raise ValueError(f"Expected {self.in_dim} weights, got {len(values)}")
+        self._weight = [x if isinstance(x, Value) else Value(x) for x in values]
+
+    @property
+    def bias(self):
+        return self._bias
+
+    @bias.setter
+    def bias(self, value):
+        self._bias = value if isinstance(value, Value) else Value(value)
+
+    w, b = weight, bias
 
     def own_parameters(self):
         return [(f"weight.{i}", w) for i, w in enumerate(self.w)] + [("bias", self.b)]
 
     def own_parameter_values(self):
-        return self.w + [self.b]
+        return self._weight + [self._bias]
 
     def own_tensors(self):
         return [("weight", (self.in_dim,), self.w), ("bias", (1,), [self.b])]
@@ -313,15 +346,15 @@ def _sum_op_by_op(weights, inputs, bias):
     return s
 
 
-def _neuron_outputs(neurons, windows, window_values, fused, sources=None):
+def _neuron_outputs(neurons, windows, window_values, fused, sources=None, gathers=None):
     """``activation(b + w . window)`` for each neuron (outer list) and window (inner list)."""
-    if fused:
-        sums = weighted_sums([n.w for n in neurons], [n.b for n in neurons], windows, window_values,
-                             sources, leaf_weights=True)
-    else:
-        inputs = window_values if window_values is not None else windows
-        sums = [[_sum_op_by_op(n.w, xs, n.b) for xs in inputs] for n in neurons]
     act = neurons[0]._act
+    if fused:  # one node per output, its activation included
+        activation = None if act is None else neurons[0].activation
+        return weighted_sums([n.w for n in neurons], [n.b for n in neurons], windows, window_values,
+                             sources, leaf_weights=True, activation=activation, gathers=gathers)
+    inputs = window_values if window_values is not None else windows
+    sums = [[_sum_op_by_op(n.w, xs, n.b) for xs in inputs] for n in neurons]
     return sums if act is None else [[act(s) for s in row] for row in sums]
 
 
@@ -329,8 +362,7 @@ class Linear(Module):
     """``out_dim`` neurons reading the same ``in_dim`` inputs."""
 
     def __init__(self, in_dim, out_dim, activation=None, seed=None, fused=True):
-        if not isinstance(out_dim, int) or out_dim < 1:
-            raise ValueError(f"Expected out_dim to be a positive integer, got {out_dim!r}")
+        positive_int("out_dim", out_dim)
         rng = _rng(seed)
         self.in_dim, self.out_dim = in_dim, out_dim
         self.neurons = [Neuron(in_dim, activation, rng, fused) for _ in range(out_dim)]
@@ -376,17 +408,13 @@ def _check_feature_map(x, channels, height, width):
     return x
 
 
-def _window_getters(channels, height, width, kernel, stride):
-    """One itemgetter per output position, picking its window from a flat [c][row][col] list."""
+def _window_indices(channels, height, width, kernel, stride):
+    """Per output position, the indices of its window in a flat [c][row][col] list."""
     out_h = (height - kernel) // stride + 1
     out_w = (width - kernel) // stride + 1
-    getters = []
-    for i in range(out_h):
-        for j in range(out_w):
-            idx = [c * height * width + (i * stride + di) * width + j * stride + dj
-                   for c in range(channels) for di in range(kernel) for dj in range(kernel)]
-            getters.append(itemgetter(*idx) if len(idx) > 1 else (lambda seq, k=idx[0]: (seq[k],)))
-    return out_h, out_w, getters
+    return out_h, out_w, [[c * height * width + (i * stride + di) * width + j * stride + dj
+                           for c in range(channels) for di in range(kernel) for dj in range(kernel)]
+                          for i in range(out_h) for j in range(out_w)]
 
 
 def _check_fit(name, size, kernel, stride):
@@ -400,8 +428,7 @@ def _check_fit(name, size, kernel, stride):
 
 def _positive_ints(**kwargs):
     for name, v in kwargs.items():
-        if not isinstance(v, int) or isinstance(v, bool) or v < 1:
-            raise ValueError(f"Expected {name} to be a positive integer, got {v!r}")
+        positive_int(name, v)
 
 
 class Conv2D(Module):
@@ -417,12 +444,24 @@ class Conv2D(Module):
         self.width, self.height = width, height
         self.kernel_size, self.stride = kernel_size, stride
         self.in_channels, self.out_channels = in_channels, out_channels
-        fan_in = in_channels * kernel_size * kernel_size
-        self.neurons = [Neuron(fan_in, activation, rng, fused) for _ in range(out_channels)]
-        self.activation = self.neurons[0].activation
-        self.out_height, self.out_width, self._getters = _window_getters(
+        # one neuron per output channel, as the original minigrad's ``conv.filters.neurons``
+        self.filters = Linear(in_channels * kernel_size * kernel_size, out_channels, activation, rng, fused)
+        self.activation = self.filters.activation
+        self.out_height, self.out_width, self._windows = _window_indices(
             in_channels, height, width, kernel_size, stride)
+        self._getters = [itemgetter(*idx) if len(idx) > 1 else (lambda seq, k=idx[0]: (seq[k],))
+                         for idx in self._windows]
+        self._gathers = None  # input_gathers of this geometry, built at the first forward that needs them
+        self.output_size = out_channels * self.out_height * self.out_width
         self.fused = fused
+
+    @property
+    def neurons(self):
+        return self.filters.neurons
+
+    def set_fused(self, fused):
+        self.filters.set_fused(fused)
+        return super().set_fused(fused)
 
     def own_parameters(self):
         named = []
@@ -440,7 +479,6 @@ class Conv2D(Module):
         return [("weight", (self.out_channels, self.in_channels, k, k), [w for n in self.neurons for w in n.w]),
                 ("bias", (self.out_channels,), [n.b for n in self.neurons])]
 
-
     def output_shape(self):
         return (self.out_channels, self.out_height, self.out_width)
 
@@ -448,8 +486,13 @@ class Conv2D(Module):
         x = _check_feature_map(x, self.in_channels, self.height, self.width)
         values, floats = _as_floats_or_values([item for channel in x for row in channel for item in row])
         windows = [get(floats) for get in self._getters]
-        window_values = None if values is None else [get(values) for get in self._getters]
-        outs = _neuron_outputs(self.neurons, windows, window_values, self.fused, values)
+        window_values = gathers = None
+        if values is not None:
+            window_values = [get(values) for get in self._getters]
+            if self.fused and self._gathers is None:
+                self._gathers = input_gathers(self._windows, len(values))
+            gathers = self._gathers
+        outs = _neuron_outputs(self.neurons, windows, window_values, self.fused, values, gathers)
         w = self.out_width
         return [[out[r * w:(r + 1) * w] for r in range(self.out_height)] for out in outs]
 

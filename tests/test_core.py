@@ -417,8 +417,8 @@ def _sum_of_unconsumed(nodes, program):
     return root
 
 
-def run_program_minigrad(leaves, program):
-    nodes = [Value(x) for x in leaves]
+def run_program_minigrad(leaves, program, requires=None):
+    nodes = [Value(x, requires_grad=r) for x, r in zip(leaves, requires or [True] * len(leaves))]
     for name, args in program:
         nodes.append(RANDOM_OPS[name][1](*[nodes[i] for i in args]))
     root = _sum_of_unconsumed(nodes, program)
@@ -426,8 +426,9 @@ def run_program_minigrad(leaves, program):
     return nodes, root
 
 
-def run_program_torch(torch, leaves, program):
-    nodes = as_tensors(torch, leaves)
+def run_program_torch(torch, leaves, program, requires=None):
+    nodes = [torch.tensor(x, dtype=torch.float64, requires_grad=r)
+             for x, r in zip(leaves, requires or [True] * len(leaves))]
     for name, args in program:
         _, fn, special, _ = RANDOM_OPS[name]
         xs = [nodes[i] for i in args]
@@ -437,7 +438,8 @@ def run_program_torch(torch, leaves, program):
             out = torch.stack(xs).max(dim=0)[0]
         else:
             out = fn(*xs)
-        out.retain_grad()
+        if out.requires_grad:
+            out.retain_grad()
         nodes.append(out)
     root = _sum_of_unconsumed(nodes, program)
     root.backward()
@@ -454,6 +456,64 @@ def test_random_graph_matches_torch(torch, seed):
         what = f"node {i} ({'leaf' if i < len(leaves) else program[i - len(leaves)][0]})"
         assert_close(node.v, t.item(), what + " value")
         assert_close(node.grad, t.grad.item(), what + " grad")
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_random_graph_with_constants_matches_torch(torch, seed):
+    leaves, program = random_program(seed)
+    rng = random.Random(1000 + seed)
+    requires = [rng.random() < 0.5 for _ in leaves]
+    requires[rng.randrange(len(leaves))] = True
+    nodes, root = run_program_minigrad(leaves, program, requires)
+    t_nodes, t_root = run_program_torch(torch, leaves, program, requires)
+    assert_close(root.v, t_root.item(), "root")
+    for i, (node, t) in enumerate(zip(nodes, t_nodes)):
+        what = f"node {i} ({'leaf' if i < len(leaves) else program[i - len(leaves)][0]})"
+        assert node.requires_grad == t.requires_grad, what + " requires_grad"
+        assert_close(node.v, t.item(), what + " value")
+        if t.requires_grad:
+            assert_close(node.grad, t.grad.item(), what + " grad")
+        else:
+            assert node.grad is None and node.grad_fn is None, what + " is a constant"
+
+
+def test_constants_build_no_graph_and_get_no_gradient():
+    c, x = Value(3.0, requires_grad=False), Value(2.0)
+    assert not c.requires_grad and c.grad is None and x.requires_grad
+    only_constants = (c * 2.0 + c.tanh()) / c ** 2 - value_sum([c, 1.0]) + value_max([c, c.exp()]).log().abs()
+    assert only_constants.grad_fn is None and not only_constants.requires_grad
+    y = x * c + c / x + x ** c
+    y.backward()
+    assert c.grad is None
+    assert_close(x.grad, 3.0 - 3.0 / 4.0 + 3.0 * 4.0, "x.grad")
+    with pytest.raises(ValueError, match=r"Expected outputs that require grad, got 1 constant\(s\)"):
+        only_constants.backward()
+    with pytest.raises(ValueError, match="Expected inputs that require grad, got a constant at index 1"):
+        minigrad.grad(y, [x, c])
+    with pytest.raises(ValueError, match="Expected a leaf Value"):
+        y.requires_grad = False
+    x.requires_grad = False
+    assert x.grad is None and (x * 2.0).grad_fn is None
+    x.requires_grad = True
+    assert x.grad == 0.0
+    image = minigrad.as_value_array([[0.5, 1.0], [2.0, -1.0]], requires_grad=False)
+    assert all(v.grad is None for v in minigrad.flatten(image))
+
+
+def test_second_derivative_through_constants_matches_torch(torch):
+    def f(x, c):
+        return (x * c).tanh() * c + x ** c + c / x
+
+    x, c = Value(0.7), Value(1.3, requires_grad=False)
+    d1 = minigrad.grad(f(x, c), x, create_graph=True)
+    d2 = minigrad.grad(d1, x)
+    assert c.grad is None
+    tx = torch.tensor(0.7, dtype=torch.float64, requires_grad=True)
+    tc = torch.tensor(1.3, dtype=torch.float64)
+    (t1,) = torch.autograd.grad(f(tx, tc), tx, create_graph=True)
+    (t2,) = torch.autograd.grad(t1, tx)
+    assert_close(d1.v, t1.item(), "first derivative")
+    assert_close(d2, t2.item(), "second derivative")
 
 
 def test_random_programs_are_big_enough():
@@ -882,3 +942,26 @@ def test_gradcheck_ops_are_not_trivial():
         values = [Value(p) for p in point]
         grads = minigrad.grad(fn(*values), values)
         assert any(g != 0.0 for g in grads), name
+
+
+@pytest.mark.parametrize("seed", range(12))
+def test_random_graph_with_constants_passes_gradcheck(seed):
+    """Without torch (PyPy): gradients of the leaves that require them, constants held fixed."""
+    leaves, program = random_program(seed)
+    rng = random.Random(2000 + seed)
+    requires = [rng.random() < 0.5 for _ in leaves]
+    requires[rng.randrange(len(leaves))] = True
+    free = [i for i, r in enumerate(requires) if r]
+
+    def fn(*xs):
+        values = [Value(x, requires_grad=False) for x in leaves]
+        for i, x in zip(free, xs):
+            values[i] = x
+        nodes = list(values)
+        for name, args in program:
+            nodes.append(RANDOM_OPS[name][1](*[nodes[i] for i in args]))
+        return _sum_of_unconsumed(nodes, program)
+
+    assert gradcheck(fn, [leaves[i] for i in free], atol=1e-4, rtol=1e-3)
+    nodes, _ = run_program_minigrad(leaves, program, requires)
+    assert [node.grad is None for node in nodes[:len(leaves)]] == [not r for r in requires]

@@ -144,6 +144,84 @@ def test_conv2d_float_inputs_match_value_inputs(case):
     assert any(runs[0][1])
 
 
+
+# ---- requires_grad: constants among a layer's inputs ----
+
+def _torch_layer(torch, layer, t_params):
+    F = torch.nn.functional
+    if isinstance(layer, nn.Linear):
+        return lambda tx: TORCH_ACTIVATIONS[layer.activation](F.linear(tx, t_params["weight"], t_params["bias"]))
+    if isinstance(layer, nn.Conv2D):
+        return lambda tx: TORCH_ACTIVATIONS[layer.activation](
+            F.conv2d(tx[None], t_params["weight"], t_params["bias"], stride=layer.stride)[0])
+    pool = F.max_pool2d if isinstance(layer, nn.MaxPool2D) else F.avg_pool2d
+    return lambda tx: pool(tx[None], layer.kernel_size, layer.stride)[0]
+
+
+CONSTANT_INPUT_CASES = {
+    "linear": (lambda: nn.Linear(7, 4, "tanh", seed=3), (7,)),
+    "conv": (lambda: nn.Conv2D(7, 5, 3, 2, 2, 3, "relu", seed=2), (2, 5, 7)),
+    "conv_reference_second": (lambda: nn.Conv2D(6, 6, 4, 2, 15, 12, "tanh", seed=4), (15, 6, 6)),
+    "conv_sigmoid": (lambda: nn.Conv2D(9, 6, 3, 3, 3, 2, "sigmoid", seed=5), (3, 6, 9)),
+    "max_pool": (lambda: nn.MaxPool2D(2, 1), (2, 4, 5)),
+    "avg_pool": (lambda: nn.AvgPool2D(3, 2), (1, 7, 7)),
+}
+
+
+@pytest.mark.parametrize("fused", [True, False])
+@pytest.mark.parametrize("name", sorted(CONSTANT_INPUT_CASES))
+def test_layers_with_constant_inputs_match_torch(torch, name, fused):
+    build, in_shape = CONSTANT_INPUT_CASES[name]
+    layer = build().set_fused(fused)
+    rng = random.Random(len(name))
+    flat = [rng.uniform(-1, 1) for _ in range(math.prod(in_shape))]
+    requires = [rng.random() < 0.5 for _ in flat]
+    x = minigrad.reshape([Value(v, requires_grad=r) for v, r in zip(flat, requires)], in_shape)
+    out = layer(x)
+    upstream = [rng.uniform(-1, 1) for _ in flatten(out)]
+    minigrad.backward(flatten(out), upstream)
+
+    t_params = torch_parameters(torch, layer)
+    tx = torch.tensor(flat, dtype=torch.float64).reshape(in_shape).requires_grad_()
+    t_out = _torch_layer(torch, layer, t_params)(tx)
+    t_out.backward(torch.tensor(upstream, dtype=torch.float64).reshape(t_out.shape))
+
+    assert_all_close([o.v for o in flatten(out)], t_out.flatten().tolist(), "outputs")
+    t_grads = tx.grad.flatten().tolist()
+    for i, (v, r) in enumerate(zip(flatten(x), requires)):
+        if r:
+            assert_all_close([v.grad], [t_grads[i]], f"input {i} grad")
+        else:
+            assert v.grad is None, f"constant input {i} got a gradient"
+    if t_params:
+        assert_parameter_grads_match(layer, t_params)
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_reference_cnn_with_constant_image_gives_the_same_parameter_gradients(fused):
+    rng = random.Random(5)
+    image = random_map(rng, 1, 15, 15)
+    runs = []
+    for x in [image, as_value_array(image, requires_grad=False), as_value_array(image)]:
+        model = nn.CNN.reference(seed=1, fused=fused)
+        loss = mse_loss(model(x), one_hot_pm1(4, 10))
+        loss.backward()
+        runs.append((loss.v, [p.grad for p in model.parameters()]))
+        if isinstance(x[0][0][0], Value):
+            assert all((v.grad is None) != v.requires_grad for v in flatten(x))
+    assert runs[0] == runs[1]
+    assert runs[0][0] == runs[2][0]
+    assert_all_close(runs[2][1], runs[0][1], "parameter grads with and without input gradients")
+
+
+def test_fused_layer_is_one_node_per_output_with_its_activation():
+    layer = nn.Linear(3, 2, "tanh", seed=0)
+    out = layer([Value(1.0), Value(2.0), Value(3.0)])
+    assert [type(o.grad_fn).__name__ for o in out] == ["WeightedSumBackward"] * 2
+    plain = layer.set_fused(False)([Value(1.0), Value(2.0), Value(3.0)])
+    assert [type(o.grad_fn).__name__ for o in plain] == ["TanhBackward"] * 2
+    assert [o.v for o in out] == [o.v for o in plain]
+
 # ---- pooling and flatten ----
 
 POOL_CASES = [
