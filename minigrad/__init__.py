@@ -1,4 +1,6 @@
 """minigrad: a scalar-valued autograd engine in pure Python, with a PyTorch-like API."""
+__version__ = "1.1.0"  # first: checkpoint (imported below) writes it into every file
+
 from .core import (GradFunction, Value, as_value_array, backward, enable_grad, flatten, grad, hessian,
                    is_grad_enabled, log_softmax, no_grad, relu, reshape, sigmoid, softmax, tanh,
                    transpose, value_array_to_list, value_max, value_sum, weighted_sum)
@@ -10,7 +12,6 @@ from .pypy_nursery import size_for_children
 
 size_for_children()  # PyPy processes started from this one get the tuned young generation
 
-__version__ = "1.0.0"
 
 __all__ = ["core", "nn", "optimizer",
            "Value", "GradFunction", "no_grad", "enable_grad", "is_grad_enabled", "backward", "grad", "hessian",
