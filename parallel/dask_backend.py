@@ -114,8 +114,9 @@ class _Call:
         self.address, self.positions, self.future, self.deadline = address, positions, future, deadline
 
 
-def security_from_tls(tls):
-    """``(ca_file, cert_file, key_file)`` -> a ``distributed.security.Security`` with mutual TLS."""
+def security_from_tls(tls, roles=("client",)):
+    """``(ca_file, cert_file, key_file)`` -> a ``distributed.security.Security`` with mutual TLS,
+    the certificate and key used for each of ``roles`` ("client", "scheduler", "worker")."""
     if tls is None:
         return None
     if not isinstance(tls, (tuple, list)) or len(tls) != 3:
@@ -125,7 +126,10 @@ def security_from_tls(tls):
             raise ValueError(f"Expected the TLS {what} to be a readable file, got {path!r}")
     from distributed.security import Security
     ca, cert, key = (os.fspath(p) for p in tls)
-    return Security(require_encryption=True, tls_ca_file=ca, tls_client_cert=cert, tls_client_key=key)
+    files = {}
+    for role in roles:
+        files[f"tls_{role}_cert"], files[f"tls_{role}_key"] = cert, key
+    return Security(require_encryption=True, tls_ca_file=ca, **files)
 
 
 class DaskBackend(Backend):
@@ -150,7 +154,7 @@ class DaskBackend(Backend):
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
         self.sample_timeout, self.max_crashes = sample_timeout, max_crashes
-        self.security = security_from_tls(tls)
+        self.tls, self.security = tls, security_from_tls(tls)
         self.cluster = None
         self.own_client = client is None
         self.token = uuid.uuid4().hex
@@ -167,7 +171,8 @@ class DaskBackend(Backend):
     def start(self, payload):
         from distributed import Client
         if self.client is None and self.scheduler is None:
-            self.cluster = local_cluster(self.requested_workers, self.security)
+            self.cluster = local_cluster(self.requested_workers,
+                                         security_from_tls(self.tls, ("client", "scheduler", "worker")))
             self.client = Client(self.cluster, security=self.security)
         elif self.client is None:
             try:
