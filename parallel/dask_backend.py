@@ -39,6 +39,7 @@ import os
 import signal
 import statistics
 import time
+import traceback
 import uuid
 
 import cloudpickle
@@ -94,15 +95,24 @@ class ReplicaActor:
         self.token = token
         self.plugins = get_worker().plugins
         self.replica = Replica(cloudpickle.loads(self.plugins[f"minigrad-{token}"].blob))
-        self.pid = os.getpid()
 
     async def compute(self, mode, params, key, indices, worker, epoch):
-        """The results of ``indices`` as plain tuples, in order."""
+        """The results of ``indices`` as plain tuples, in order.
+
+        A coroutine, so Dask runs it on the worker's event loop rather than handing it to a
+        thread and back (the worker's heartbeats wait for the chunk, well under a second at
+        usual batch sizes). An exception carries the worker's traceback as ``remote_traceback``.
+        """
         replica = self.replica
-        if key not in replica.datasets:
-            replica.add_dataset(key, cloudpickle.loads(self.plugins[f"minigrad-{self.token}-data-{key}"].blob))
-        replica.set_parameters(params)
-        return [replica.compute(mode, key, i, worker=worker, epoch=epoch).as_tuple() for i in indices]
+        try:
+            if key not in replica.datasets:
+                blob = self.plugins[f"minigrad-{self.token}-data-{key}"].blob
+                replica.add_dataset(key, cloudpickle.loads(blob))
+            replica.set_parameters(params)
+            return [replica.compute(mode, key, i, worker=worker, epoch=epoch).as_tuple() for i in indices]
+        except Exception as e:
+            e.remote_traceback = traceback.format_exc()  # pickled with the exception's __dict__
+            raise
 
 
 class _Call:
@@ -190,9 +200,15 @@ class DaskBackend(Backend):
 
     # ---- the actors: one per live worker ----
 
+    def _scheduler_workers(self):
+        """``{address: info}`` of every worker the scheduler knows."""
+        try:
+            return self.client.scheduler_info(n_workers=-1)["workers"]
+        except TypeError:  # an older distributed: no n_workers argument, and every worker listed
+            return self.client.scheduler_info()["workers"]
+
     def _live_workers(self):
-        info = self.client.scheduler_info(n_workers=-1)["workers"]
-        return [a for a in sorted(info) if a not in self.retired]
+        return [a for a in sorted(self._scheduler_workers()) if a not in self.retired]
 
     def _refresh_actors(self, force=False):
         """Drop actors of workers the scheduler no longer lists; make one on each new worker.
@@ -237,7 +253,7 @@ class DaskBackend(Backend):
         if self.log:
             self.log(f"Dask worker {address} retired: {why}")
         try:
-            if self.client.scheduler_info(n_workers=-1)["workers"].get(address, {}).get("nanny"):
+            if self._scheduler_workers().get(address, {}).get("nanny"):
                 self.client.run(_kill_worker_process, workers=[address], nanny=True, on_error="ignore")
             self.client.run_on_scheduler(_remove_worker, address=address)
         except Exception:  # already gone: nothing left to retire
@@ -287,9 +303,9 @@ class DaskBackend(Backend):
 
     def _collect(self, call, outcome, results, indices, failures):
         """Store a call's results; the positions to compute again when its worker died or hung."""
-        from distributed.comm import CommClosedError
-        if isinstance(outcome, (TimeoutError, OSError, CommClosedError)):
-            hung = isinstance(outcome, TimeoutError)  # a subclass of OSError: the call's own deadline
+        lost = isinstance(outcome, OSError) and not hasattr(outcome, "remote_traceback")  # not the user's
+        if lost:  # the worker is gone (CommClosedError) or hung (TimeoutError)
+            hung = isinstance(outcome, TimeoutError)
             self._retire(call.address, "a call ran past its deadline" if hung else
                          f"{type(outcome).__name__}: {outcome}")
             if len(call.positions) == 1:
@@ -303,7 +319,7 @@ class DaskBackend(Backend):
         if isinstance(outcome, BaseException):
             chunk = [indices[p] for p in call.positions]
             raise WorkerError(f"a Dask worker failed on samples {chunk[0]}..{chunk[-1]}: "
-                              f"{type(outcome).__name__}: {outcome}", _remote_traceback(outcome))
+                              f"{type(outcome).__name__}: {outcome}", getattr(outcome, "remote_traceback", ""))
         for position, row in zip(call.positions, outcome):
             results[position] = SampleResult(*row)
         return []
@@ -373,9 +389,3 @@ def local_cluster(workers, security=None):
         return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
                             dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
                             **options)
-
-
-def _remote_traceback(error):
-    import traceback
-    tb = error.__traceback__
-    return "".join(traceback.format_tb(tb)) if tb is not None else ""

@@ -94,8 +94,17 @@ def test_an_exception_in_a_dask_worker_stops_training_with_its_message(cluster):
     def broken_loss(outputs, label):
         raise ZeroDivisionError("a bug in the user's loss")
 
-    with pytest.raises(WorkerError, match="a bug in the user's loss"):
+    with pytest.raises(WorkerError, match="a bug in the user's loss") as error:
         train(DaskBackend(scheduler=cluster.scheduler_address), 2, loss_fn=broken_loss)
+    assert "broken_loss" in error.value.remote_traceback  # the worker's own traceback
+
+    def missing_file_loss(outputs, label):
+        open("/nonexistent/minigrad-test")  # an OSError of the user's: no worker is retired for it
+
+    backend = DaskBackend(scheduler=cluster.scheduler_address)
+    with pytest.raises(WorkerError, match="FileNotFoundError"):
+        train(backend, 2, loss_fn=missing_file_loss)
+    assert not backend.retired
 
 
 def test_script_with_the_dask_backend_matches_the_process_pool(tmp_path):
@@ -171,7 +180,7 @@ def test_a_sample_that_always_hangs_stops_the_run_naming_it_and_the_timeout(clus
     assert time.monotonic() - start < 3 * 1 + 90  # three timeouts, two worker restarts, on a busy machine
 
 
-def test_the_sample_timeout_is_checked(cluster):
+def test_the_sample_timeout_is_checked():
     for bad in (-1, "5", True):
         with pytest.raises(ValueError, match="Expected sample_timeout to be seconds >= 0 or None"):
             DaskBackend(sample_timeout=bad)

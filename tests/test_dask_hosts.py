@@ -183,19 +183,25 @@ def dask_worker(hosts, host, tls):
     return worker
 
 
-def test_a_scheduler_two_worker_hosts_and_a_trainer_on_four_hosts(hosts, tmp_path):
-    """Same bits as the process pool; host-a killed mid-run; host-c joins mid-run and takes work."""
-    from helpers_dask_hosts import PAUSE_AT, reference_sha256
+def start_cluster(hosts, folder):
+    """The scheduler and the workers of host-a and host-b, over mutual TLS; the TLS files."""
     from helpers_tls import make_certificates
-
-    expected = reference_sha256(STEPS)
-    ca, cert, key = tls = make_certificates(tmp_path)
+    ca, cert, key = tls = make_certificates(folder)
     scheduler = hosts.start("sched", sys.executable, "-m", "dask", "scheduler", "--host", f"{SUBNET}.1",
                             "--port", str(PORT), "--protocol", "tls", "--tls-ca-file", ca, "--tls-cert", cert,
                             "--tls-key", key, "--no-dashboard", log_name="sched.log")
     hosts.wait_for_log("sched.log", "Scheduler at:", scheduler)
     for host in ("host-a", "host-b"):
         dask_worker(hosts, host, tls)
+    return tls
+
+
+def test_a_scheduler_two_worker_hosts_and_a_trainer_on_four_hosts(hosts, tmp_path):
+    """Same bits as the process pool; host-a killed mid-run; host-c joins mid-run and takes work."""
+    from helpers_dask_hosts import PAUSE_AT, reference_sha256
+
+    expected = reference_sha256(STEPS)
+    tls = ca, cert, key = start_cluster(hosts, tmp_path)
 
     trainer = hosts.start("trainer", sys.executable, os.path.join(ROOT, "tests", "helpers_dask_hosts.py"),
                           f"tls://{SUBNET}.1:{PORT}", ca, cert, key, str(tmp_path), str(STEPS))
@@ -222,3 +228,25 @@ def test_a_scheduler_two_worker_hosts_and_a_trainer_on_four_hosts(hosts, tmp_pat
     assert after_kill and not any(x.startswith(a) for row in after_kill for x in row["actors"]), log
     joined = [row for row in steps if any(x.startswith(c) for x in row["actors"])]
     assert joined and joined[0]["step"] >= PAUSE_AT, log  # the new host holds a replica: a chunk each step
+
+
+def test_the_training_script_on_the_simulated_hosts(hosts, tmp_path):
+    """train_parallel.py --backend dask --scheduler tls://... with the TLS flags: the pool's bits."""
+    script = os.path.join(ROOT, "scripts", "train_parallel.py")
+    usage = subprocess.run([sys.executable, script, "--help"], capture_output=True, text=True, timeout=120,
+                           env=hosts.env).stdout
+    if "--tls-ca-file" not in usage:
+        pytest.skip("train_parallel.py has no --tls-ca-file option yet")
+    args = ["--batch-size", "4", "--max-steps", "6", "--quiet"]
+    ca, cert, key = start_cluster(hosts, tmp_path)
+    runs = {}
+    for name, extra, host in (("dask", ["--backend", "dask", "--scheduler", f"tls://{SUBNET}.1:{PORT}",
+                                        "--tls-ca-file", ca, "--tls-cert", cert, "--tls-key", key], "trainer"),
+                              ("pool", ["--workers", "2"], None)):
+        command = [sys.executable, script, *args, *extra, "--out", str(tmp_path / name)]
+        if host is not None:
+            command = ["ip", "netns", "exec", hosts.name(host), *command]
+        done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=hosts.env, cwd=ROOT)
+        assert done.returncode == 0, done.stderr
+        runs[name] = [line for line in done.stdout.splitlines() if line.startswith("parameters sha256")]
+    assert runs["dask"] == runs["pool"] and runs["dask"]
