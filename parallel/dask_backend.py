@@ -116,12 +116,14 @@ class ReplicaActor:
 
 
 class _Call:
-    """One actor call in flight: which positions of the batch it computes, where, until when."""
+    """One actor call: which positions of the batch it computes (``indices`` the samples), on
+    which worker (its ``n``-th actor), until when."""
 
-    __slots__ = ("address", "positions", "future", "deadline")
+    __slots__ = ("address", "actor", "n", "positions", "indices", "deadline")
 
-    def __init__(self, address, positions, future, deadline):
-        self.address, self.positions, self.future, self.deadline = address, positions, future, deadline
+    def __init__(self, address, actor, n, positions, indices, deadline):
+        self.address, self.actor, self.n, self.positions = address, actor, n, positions
+        self.indices, self.deadline = indices, deadline
 
 
 def security_from_tls(tls, roles=("client",)):
@@ -284,9 +286,9 @@ class DaskBackend(Backend):
         pending = [c for c in chunks if c]
         failures = {}  # index -> times in a row it failed alone in a call
         while pending:
-            calls = self._send(pending[:len(self.actors)], mode, params, key, indices, epoch)
+            calls = self._plan(pending[:len(self.actors)], indices)
             pending = pending[len(calls):]
-            for call, outcome in zip(calls, self.client.sync(_outcomes, calls)):
+            for call, outcome in zip(calls, self.client.sync(_outcomes, calls, mode, params, key, epoch)):
                 failed = self._collect(call, outcome, results, indices, failures)
                 pending.extend([p] for p in failed)  # one sample per call: a culprit is named
             if pending:
@@ -294,12 +296,11 @@ class DaskBackend(Backend):
         self.recent_seconds = (self.recent_seconds + [r.seconds for r in results])[-RECENT_SAMPLES:]
         return results
 
-    def _send(self, chunks, mode, params, key, indices, epoch):
-        calls, start = [], time.monotonic()
-        for n, ((address, (_, actor)), positions) in enumerate(zip(list(self.actors.items()), chunks)):
-            future = actor.compute(mode, params, key, [indices[p] for p in positions], n, epoch)
-            calls.append(_Call(address, positions, future, self.call_deadline(len(positions), start)))
-        return calls
+    def _plan(self, chunks, indices):
+        start = time.monotonic()
+        return [_Call(address, actor, n, positions, [indices[p] for p in positions],
+                      self.call_deadline(len(positions), start))
+                for n, ((address, (_, actor)), positions) in enumerate(zip(self.actors.items(), chunks))]
 
     def _collect(self, call, outcome, results, indices, failures):
         """Store a call's results; the positions to compute again when its worker died or hung."""
@@ -348,14 +349,15 @@ class DaskBackend(Backend):
                 self.cluster = None
 
 
-async def _outcomes(calls):
-    """Runs on the client's event loop: each call's rows, or the exception it ended with
-    (``TimeoutError`` past its deadline), in the order of ``calls``."""
+async def _outcomes(calls, mode, params, key, epoch):
+    """Runs on the client's event loop: makes the calls, then returns each one's rows, or the
+    exception it ended with (``TimeoutError`` past its deadline), in the order of ``calls``."""
+    futures = [call.actor.compute(mode, params, key, call.indices, call.n, epoch) for call in calls]
     outcomes = []
-    for call in calls:
+    for call, future in zip(calls, futures):
         wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
         try:
-            outcomes.append(await asyncio.wait_for(call.future, wait))
+            outcomes.append(await asyncio.wait_for(future, wait))
         except asyncio.TimeoutError:
             outcomes.append(TimeoutError(f"no answer within {wait:.3g} s"))
         except Exception as e:
