@@ -231,7 +231,7 @@ class DaskBackend(Backend):
         futures = {a: self.client.submit(ReplicaActor, self.token, actor=True, workers=[a],
                                          allow_other_workers=False, pure=False) for a in new}
         for address, future in futures.items():
-            try:
+            try:  # bounded: a task restricted to a worker that has left waits for it forever
                 self.actors[address] = (future, future.result(timeout=ACTOR_START_SECONDS))
             except Exception as e:  # the worker left while its actor was being made
                 future.release()
@@ -352,9 +352,17 @@ class DaskBackend(Backend):
 async def _outcomes(calls, mode, params, key, epoch):
     """Runs on the client's event loop: makes the calls, then returns each one's rows, or the
     exception it ended with (``TimeoutError`` past its deadline), in the order of ``calls``."""
-    futures = [call.actor.compute(mode, params, key, call.indices, call.n, epoch) for call in calls]
+    futures = []
+    for call in calls:
+        try:
+            futures.append(call.actor.compute(mode, params, key, call.indices, call.n, epoch))
+        except RuntimeError as e:  # "Worker holding Actor was lost": the scheduler saw it go first
+            futures.append(ConnectionError(str(e)))
     outcomes = []
     for call, future in zip(calls, futures):
+        if isinstance(future, ConnectionError):
+            outcomes.append(future)
+            continue
         wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
         try:
             outcomes.append(await asyncio.wait_for(future, wait))
