@@ -4,38 +4,64 @@
 
     parent (DataParallelTrainer)                        |  Dask worker (one process each)
                                                         |
-    start: Client(scheduler) or a LocalCluster          |
-           register_plugin(payload) -------------------+--> plugin.setup: kept on the worker,
-                                                        |    also on workers that join later
-    add_dataset: register_plugin(dataset) -------------+--> kept beside it
+    start: Client(scheduler, security) or a LocalCluster|
+           register_plugin(payload) -------------------+--> plugin: kept on the worker,
+    add_dataset: register_plugin(dataset) -------------+--> also on workers that join later
                                                         |
     each step:                                          |
-      indices cut into contiguous chunks, one per worker|
-      submit(run_chunk, params bytes, chunk, pure=False)+--> replica (built once from the plugin)
-                                                        |    sets parameters, computes the chunk
-      gather in chunk order <--------------------------+---- [(index, loss, prediction, grad, s)]
-                                                        |
-    a worker dies mid-step: the scheduler reruns its task on another worker (a nanny
-    restarts the dead one, and the plugins reach it again). The chunk is recomputed
-    from the same parameters, so the results are the same bits.
+      workers the scheduler lists; one ReplicaActor     |
+      on each new one (submit(..., actor=True)) -------+--> ReplicaActor: the replica, built
+                                                        |    once from the plugins, stays here
+      indices cut into contiguous chunks, one per actor |
+      actor.compute(params bytes, chunk) --------------+--> sets parameters, computes the chunk
+      (straight to the worker, not via the scheduler)   |
+      results kept in batch order <--------------------+---- [(index, loss, prediction, grad, s)]
 
-The model, loss and data travel once per worker, inside plugins; each step sends only the
-parameter buffer (8 bytes per parameter) with each chunk and brings back one gradient
-buffer per sample. Tasks are submitted with ``pure=False``: Dask would otherwise treat two
-steps with equal arguments as one task and return the first result again.
+An actor call goes from the client to the worker and back without a scheduler round
+trip, and the replica with its data stays in the worker, so a step costs one message
+each way per worker: the parameters (8 bytes each) out, one gradient per sample back.
+
+What goes wrong, and what happens:
+
+- a worker dies (its call fails): its actor is dropped, and its chunk is computed again,
+  one sample per call, by the actors left (or one made on a worker that joined). The
+  parameters are the same, so are the results: the same bits as an undisturbed step.
+- a call overruns its deadline (``sample_timeout`` per sample, see ``call_deadline``):
+  its worker is taken for hung. The nanny, if any, kills the worker process (SIGKILL,
+  which also ends a stopped process) and the scheduler removes the worker; its samples
+  are recomputed as above.
+- a sample alone in a call fails ``max_crashes`` times in a row: ``SampleCrashError`` (or
+  ``SampleTimeoutError``) names it.
+- the user's code raises: ``WorkerError`` with the worker's traceback.
 """
+import asyncio
+import os
+import signal
+import statistics
+import time
+import traceback
 import uuid
 
 import cloudpickle
 
+from minigrad.checks import positive_int
+
 from .backend import Backend
-from .errors import SampleCrashError, WorkerError
+from .errors import SampleCrashError, SampleTimeoutError, WorkerError
 from .process_pool import split_contiguous
 from .replica import Replica, SampleResult
 from .rss import rss_bytes
 
-
 CONNECT_SECONDS = 10
+ACTOR_START_SECONDS = 60
+NO_WORKER_SECONDS = 60
+DEFAULT_TIMEOUT_FLOOR = 30.0
+DEFAULT_TIMEOUT_MEDIANS = 100
+RECENT_SAMPLES = 256
+REFRESH_SECONDS = 1.0
+# A Dask worker samples every thread's stack each 10 ms for its dashboard, taking the GIL
+# from the pure-Python engine each time; the trainer has no use for those profiles.
+WORKER_CONFIG = {"distributed.worker.profile.enabled": False}
 
 
 def _plugin_base():
@@ -50,56 +76,112 @@ def _make_plugin(name, blob):
             self.name = name
             self.blob = blob
 
-        def setup(self, worker):
-            self.replica = None
-
     return BlobPlugin()
 
 
-def run_chunk(token, mode, params, key, indices, chunk=0, epoch=0):
-    """Runs on a Dask worker: the results of ``indices`` as plain tuples, in order."""
-    from distributed import get_worker
-    plugins = get_worker().plugins
-    plugin = plugins[f"minigrad-{token}"]
-    replica = getattr(plugin, "replica", None)
-    if replica is None:  # first task of this trainer on this worker
-        replica = plugin.replica = Replica(cloudpickle.loads(plugin.blob))
-    if key not in replica.datasets:
-        replica.add_dataset(key, cloudpickle.loads(plugins[f"minigrad-{token}-data-{key}"].blob))
-    replica.set_parameters(params)
-    return [replica.compute(mode, key, i, worker=chunk, epoch=epoch).as_tuple() for i in indices]
+class ReplicaActor:
+    """Lives in one Dask worker: a replica built from the token's plugins, datasets added on first use."""
+
+    def __init__(self, token):
+        from distributed import get_worker
+        self.token = token
+        self.plugins = get_worker().plugins
+        self.replica = Replica(cloudpickle.loads(self.plugins[f"minigrad-{token}"].blob))
+
+    async def compute(self, mode, params, key, indices, worker, epoch):
+        """The results of ``indices`` as plain tuples, in order.
+
+        A coroutine, so Dask runs it on the worker's event loop rather than handing it to a
+        thread and back (the worker's heartbeats wait for the chunk, well under a second at
+        usual batch sizes). An exception carries the worker's traceback as ``remote_traceback``.
+        """
+        replica = self.replica
+        try:
+            if key not in replica.datasets:
+                blob = self.plugins[f"minigrad-{self.token}-data-{key}"].blob
+                replica.add_dataset(key, cloudpickle.loads(blob))
+            replica.set_parameters(params)
+            return [replica.compute(mode, key, i, worker=worker, epoch=epoch).as_tuple() for i in indices]
+        except Exception as e:
+            e.remote_traceback = traceback.format_exc()  # pickled with the exception's __dict__
+            raise
+
+
+class _Call:
+    """One actor call: which positions of the batch it computes (``indices`` the samples), on
+    which worker (its ``n``-th actor), until when."""
+
+    __slots__ = ("address", "actor", "n", "positions", "indices", "deadline")
+
+    def __init__(self, address, actor, n, positions, indices, deadline):
+        self.address, self.actor, self.n, self.positions = address, actor, n, positions
+        self.indices, self.deadline = indices, deadline
+
+
+def security_from_tls(tls, roles=("client",)):
+    """``(ca_file, cert_file, key_file)`` -> a ``distributed.security.Security`` with mutual TLS,
+    the certificate and key used for each of ``roles`` ("client", "scheduler", "worker")."""
+    if tls is None:
+        return None
+    if not isinstance(tls, (tuple, list)) or len(tls) != 3:
+        raise ValueError(f"Expected tls=(ca_file, cert_file, key_file), got {tls!r}")
+    for what, path in zip(("CA file", "certificate", "key"), tls):
+        if not os.path.isfile(path):
+            raise ValueError(f"Expected the TLS {what} to be a readable file, got {path!r}")
+    from distributed.security import Security
+    ca, cert, key = (os.fspath(p) for p in tls)
+    files = {}
+    for role in roles:
+        files[f"tls_{role}_cert"], files[f"tls_{role}_key"] = cert, key
+    return Security(require_encryption=True, tls_ca_file=ca, **files)
 
 
 class DaskBackend(Backend):
-    """Per-sample work on a Dask cluster: ``scheduler`` ("tcp://host:port"), a ``client``, or
-    neither, which starts a LocalCluster of ``workers`` processes on 127.0.0.1."""
+    """Per-sample work on a Dask cluster: ``scheduler`` ("tcp://host:port" or "tls://host:port"),
+    a ``client``, or neither, which starts a LocalCluster of ``workers`` processes on 127.0.0.1.
 
-    def __init__(self, workers=2, scheduler=None, client=None, log=None, sample_timeout=None):
+    ``tls=(ca_file, cert_file, key_file)``: connect with mutual TLS (and start the LocalCluster
+    with it). ``sample_timeout``: seconds a sample may run (None: the larger of 30 s and 100x
+    the median sample; 0: never time out).
+    """
+
+    def __init__(self, workers=2, scheduler=None, client=None, log=None, sample_timeout=None, max_crashes=3,
+                 tls=None):
         if client is not None and scheduler is not None:
             raise ValueError("Expected a scheduler address or a client, got both")
         if scheduler is not None and not isinstance(scheduler, str):
             scheduler, client = None, scheduler  # a distributed.Client given as the scheduler
+        if sample_timeout is not None and (isinstance(sample_timeout, bool) or
+                                           not isinstance(sample_timeout, (int, float)) or sample_timeout < 0):
+            raise ValueError(f"Expected sample_timeout to be seconds >= 0 or None, got {sample_timeout!r}")
+        positive_int("max_crashes", max_crashes)
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
-        self.sample_timeout = sample_timeout
+        self.sample_timeout, self.max_crashes = sample_timeout, max_crashes
+        self.tls, self.security = tls, security_from_tls(tls)
         self.cluster = None
         self.own_client = client is None
         self.token = uuid.uuid4().hex
         self.plugins = []
+        self.actors = {}  # worker address -> (actor future, actor), in the order they were made
+        self.retired = set()  # addresses taken for dead or hung: never used again
+        self.recent_seconds = []
+        self.next_refresh = 0.0
 
     @property
     def workers(self):
-        return len(self.client.scheduler_info()["workers"]) if self.client is not None else 0
+        return len(self.actors)
 
     def start(self, payload):
         from distributed import Client
         if self.client is None and self.scheduler is None:
-            self.cluster = local_cluster(self.requested_workers)
-            self.client = Client(self.cluster)
+            self.cluster = local_cluster(self.requested_workers,
+                                         security_from_tls(self.tls, ("client", "scheduler", "worker")))
+            self.client = Client(self.cluster, security=self.security)
         elif self.client is None:
             try:
-                self.client = Client(self.scheduler, timeout=CONNECT_SECONDS)
-            except OSError as e:  # refused, unreachable, timed out
+                self.client = Client(self.scheduler, timeout=CONNECT_SECONDS, security=self.security)
+            except (OSError, ValueError) as e:  # refused, unreachable, timed out, TLS refused
                 raise ConnectionError(f"cannot reach the Dask scheduler at {self.scheduler}: {e}") from None
         self._register(f"minigrad-{self.token}", cloudpickle.dumps(payload))
 
@@ -110,28 +192,130 @@ class DaskBackend(Backend):
         self.client.register_plugin(_make_plugin(name, blob), name=name)
         self.plugins.append(name)
 
-    def run(self, mode, params, key, indices, epoch=0):
-        from distributed import KilledWorker
-        indices = list(indices)
-        parts = max(1, min(self.workers, len(indices)))
-        chunks = [[indices[i] for i in r] for r in split_contiguous(len(indices), parts) if len(r)]
-        futures = [self.client.submit(run_chunk, self.token, mode, params, key, chunk, n, epoch, pure=False)
-                   for n, chunk in enumerate(chunks)]
-        results = []
+    # ---- the actors: one per live worker ----
+
+    def _scheduler_workers(self):
+        """``{address: info}`` of every worker the scheduler knows."""
         try:
-            for chunk, future in zip(chunks, futures):
-                try:
-                    rows = future.result()
-                except KilledWorker:
-                    raise _killed(chunk) from None
-                except Exception as e:
-                    raise WorkerError(f"a Dask worker failed on samples {chunk[0]}..{chunk[-1]}: "
-                                      f"{type(e).__name__}: {e}", _remote_traceback(future)) from None
-                results.extend(SampleResult(*row) for row in rows)
-        finally:
-            for future in futures:
+            return self.client.scheduler_info(n_workers=-1)["workers"]
+        except TypeError:  # an older distributed: no n_workers argument, and every worker listed
+            return self.client.scheduler_info()["workers"]
+
+    def _live_workers(self):
+        return [a for a in sorted(self._scheduler_workers()) if a not in self.retired]
+
+    def _refresh_actors(self, force=False):
+        """Drop actors of workers the scheduler no longer lists; make one on each new worker.
+
+        The scheduler is asked at most once per ``REFRESH_SECONDS`` unless ``force``: a worker
+        that joins takes work from the next step after that.
+        """
+        lost = [a for a, (future, _) in self.actors.items() if future.status != "finished"]
+        for address in lost:
+            self._retire(address, f"its replica was {self.actors[address][0].status}")
+        if not (force or lost or not self.actors or time.monotonic() >= self.next_refresh):
+            return
+        self.next_refresh = time.monotonic() + REFRESH_SECONDS
+        live = self._live_workers()
+        for address in [a for a in self.actors if a not in live]:
+            self.actors.pop(address)[0].release()
+        new = [a for a in live if a not in self.actors]
+        futures = {a: self.client.submit(ReplicaActor, self.token, actor=True, workers=[a],
+                                         allow_other_workers=False, pure=False) for a in new}
+        for address, future in futures.items():
+            try:  # bounded: a task restricted to a worker that has left waits for it forever
+                self.actors[address] = (future, future.result(timeout=ACTOR_START_SECONDS))
+            except Exception as e:  # the worker left while its actor was being made
                 future.release()
+                self._retire(address, f"could not start a replica there ({type(e).__name__}: {e})")
+
+    def _wait_for_actors(self, force=False):
+        deadline = time.monotonic() + NO_WORKER_SECONDS
+        self._refresh_actors(force)
+        while not self.actors:
+            if time.monotonic() > deadline:
+                raise WorkerError(f"No live Dask worker for {NO_WORKER_SECONDS} s; stopping")
+            time.sleep(0.2)
+            self._refresh_actors(force=True)
+
+    def _retire(self, address, why):
+        """Never use ``address`` again: kill its process through its nanny and remove it from the scheduler."""
+        self.retired.add(address)
+        entry = self.actors.pop(address, None)
+        if entry is not None:
+            entry[0].release()
+        if self.log:
+            self.log(f"Dask worker {address} retired: {why}")
+        try:
+            if self._scheduler_workers().get(address, {}).get("nanny"):
+                self.client.run(_kill_worker_process, workers=[address], nanny=True, on_error="ignore")
+            self.client.run_on_scheduler(_remove_worker, address=address)
+        except Exception:  # already gone: nothing left to retire
+            pass
+
+    # ---- one step ----
+
+    def timeout(self):
+        """Seconds a sample may run: the set value, or the larger of 30 s and 100 medians (None: off)."""
+        if self.sample_timeout is not None:
+            return self.sample_timeout or None
+        median = statistics.median(self.recent_seconds) if self.recent_seconds else 0.0
+        return max(DEFAULT_TIMEOUT_FLOOR, DEFAULT_TIMEOUT_MEDIANS * median)
+
+    def call_deadline(self, samples, start):
+        """A call of ``samples`` samples may take the timeout plus one median per sample."""
+        timeout = self.timeout()
+        if timeout is None:
+            return None
+        median = statistics.median(self.recent_seconds) if self.recent_seconds else 0.0
+        return start + timeout + samples * median
+
+    def run(self, mode, params, key, indices, epoch=0):
+        indices = list(indices)
+        results = [None] * len(indices)
+        self._wait_for_actors()
+        chunks = [list(r) for r in split_contiguous(len(indices), max(1, min(len(self.actors), len(indices))))]
+        pending = [c for c in chunks if c]
+        failures = {}  # index -> times in a row it failed alone in a call
+        while pending:
+            calls = self._plan(pending[:len(self.actors)], indices)
+            pending = pending[len(calls):]
+            for call, outcome in zip(calls, self.client.sync(_outcomes, calls, mode, params, key, epoch)):
+                failed = self._collect(call, outcome, results, indices, failures)
+                pending.extend([p] for p in failed)  # one sample per call: a culprit is named
+            if pending:
+                self._wait_for_actors(force=True)
+        self.recent_seconds = (self.recent_seconds + [r.seconds for r in results])[-RECENT_SAMPLES:]
         return results
+
+    def _plan(self, chunks, indices):
+        start = time.monotonic()
+        return [_Call(address, actor, n, positions, [indices[p] for p in positions],
+                      self.call_deadline(len(positions), start))
+                for n, ((address, (_, actor)), positions) in enumerate(zip(self.actors.items(), chunks))]
+
+    def _collect(self, call, outcome, results, indices, failures):
+        """Store a call's results; the positions to compute again when its worker died or hung."""
+        lost = isinstance(outcome, OSError) and not hasattr(outcome, "remote_traceback")  # not the user's
+        if lost:  # the worker is gone (CommClosedError) or hung (TimeoutError)
+            hung = isinstance(outcome, TimeoutError)
+            self._retire(call.address, "a call ran past its deadline" if hung else
+                         f"{type(outcome).__name__}: {outcome}")
+            if len(call.positions) == 1:
+                index = indices[call.positions[0]]
+                failures[index] = failures.get(index, 0) + 1
+                if failures[index] >= self.max_crashes:
+                    if hung:
+                        raise SampleTimeoutError(index, failures[index], self.timeout())
+                    raise SampleCrashError(index, failures[index], None)
+            return call.positions
+        if isinstance(outcome, BaseException):
+            chunk = [indices[p] for p in call.positions]
+            raise WorkerError(f"a Dask worker failed on samples {chunk[0]}..{chunk[-1]}: "
+                              f"{type(outcome).__name__}: {outcome}", getattr(outcome, "remote_traceback", ""))
+        for position, row in zip(call.positions, outcome):
+            results[position] = SampleResult(*row)
+        return []
 
     def memory(self):
         rss = self.client.run(rss_bytes)
@@ -142,6 +326,9 @@ class DaskBackend(Backend):
         if client is None:
             return
         try:
+            for future, _ in self.actors.values():
+                future.release()
+            self.actors = {}
             if self.cluster is None:
                 for name in self.plugins:
                     client.unregister_worker_plugin(name)
@@ -153,30 +340,53 @@ class DaskBackend(Backend):
                 self.cluster = None
 
 
-def local_cluster(workers):
+async def _outcomes(calls, mode, params, key, epoch):
+    """Runs on the client's event loop: makes the calls, then returns each one's rows, or the
+    exception it ended with (``TimeoutError`` past its deadline), in the order of ``calls``."""
+    futures = []
+    for call in calls:
+        try:
+            futures.append(call.actor.compute(mode, params, key, call.indices, call.n, epoch))
+        except RuntimeError as e:  # "Worker holding Actor was lost": the scheduler saw it go first
+            futures.append(ConnectionError(str(e)))
+    outcomes = []
+    for call, future in zip(calls, futures):
+        if isinstance(future, ConnectionError):
+            outcomes.append(future)
+            continue
+        wait = None if call.deadline is None else max(0.0, call.deadline - time.monotonic())
+        try:
+            outcomes.append(await asyncio.wait_for(future, wait))
+        except asyncio.TimeoutError:
+            outcomes.append(TimeoutError(f"no answer within {wait:.3g} s"))
+        except Exception as e:
+            outcomes.append(e)
+    return outcomes
+
+
+def _kill_worker_process(dask_worker):
+    """Runs in a nanny: SIGKILL its worker process (a stopped one too); the nanny starts another."""
+    process = getattr(getattr(dask_worker, "process", None), "process", None)
+    if process is not None and process.pid:
+        os.kill(process.pid, signal.SIGKILL)
+
+
+async def _remove_worker(dask_scheduler, address):
+    """Runs on the scheduler: forget a worker that no longer answers."""
+    return await dask_scheduler.remove_worker(address, stimulus_id=f"minigrad-retire-{time.time()}", close=True)
+
+
+def local_cluster(workers, security=None):
     """A LocalCluster of ``workers`` single-threaded processes on 127.0.0.1, no dashboard.
 
     Its HTTP endpoint (health checks) takes a free port rather than 8787, so several
-    clusters can run side by side.
+    clusters can run side by side. With ``security`` it speaks TLS only. The workers' statistical
+    profiler is off (``WORKER_CONFIG``).
     """
-    from distributed import LocalCluster
-    return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
-                        dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"})
-
-
-def _killed(chunk):
-    """The error for a task the scheduler gave up on after ``allowed-failures`` dead workers."""
     import dask
-    tries = dask.config.get("distributed.scheduler.allowed-failures") + 1
-    if len(chunk) == 1:
-        return SampleCrashError(chunk[0], tries, None)
-    return WorkerError(f"Samples {chunk[0]}..{chunk[-1]} killed a Dask worker {tries} times in a row; stopping")
-
-
-def _remote_traceback(future):
-    import traceback
-    try:
-        tb = future.traceback()
-    except Exception:
-        return ""
-    return "".join(traceback.format_tb(tb)) if tb is not None else ""
+    from distributed import LocalCluster
+    options = {"security": security, "protocol": "tls://"} if security is not None else {}
+    with dask.config.set(WORKER_CONFIG):  # the nannies hand their config to the workers they start
+        return LocalCluster(n_workers=workers, threads_per_worker=1, processes=True, host="127.0.0.1",
+                            dashboard_address=None, scheduler_kwargs={"dashboard_address": "127.0.0.1:0"},
+                            **options)

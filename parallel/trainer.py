@@ -24,9 +24,11 @@ from .process_pool import ProcessBackend, available_cpus
 from .replica import Payload, TensorLayout, get_sample, tensor_order_parameters
 from .signals import deferred_signals
 
-def _dask_backend(workers, scheduler=None, log=None, sample_timeout=None, **_process_options):
+def _dask_backend(workers, scheduler=None, log=None, sample_timeout=None, max_crashes=3, tls=None,
+                  **_process_options):
     from .dask_backend import DaskBackend  # dask is optional: pip install "minigrad[distributed]"
-    return DaskBackend(workers, scheduler=scheduler, log=log, sample_timeout=sample_timeout)
+    return DaskBackend(workers, scheduler=scheduler, log=log, sample_timeout=sample_timeout,
+                       max_crashes=max_crashes, tls=tls)
 
 
 BACKENDS = {"process": ProcessBackend, "dask": _dask_backend}
@@ -84,11 +86,12 @@ def _confusion(predictions, labels):
 
 
 def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, scheduler=None,
-                 sample_timeout=None):
+                 sample_timeout=None, tls=None):
     """workers=0: in-process; otherwise the named backend (``BACKENDS``) or a Backend instance.
 
-    ``scheduler`` (a "tcp://host:port" address or a ``distributed.Client``) goes with
-    backend="dask"; without it the Dask backend starts a LocalCluster of ``workers`` processes.
+    ``scheduler`` (a "tcp://host:port" or "tls://host:port" address or a ``distributed.Client``)
+    goes with backend="dask"; without it the Dask backend starts a LocalCluster of ``workers``
+    processes. ``tls=(ca_file, cert_file, key_file)`` (backend="dask") connects with mutual TLS.
     ``sample_timeout`` (seconds; None: the larger of 30 s and 100x the median sample; 0: off)
     is how long a sample may run before its worker is taken for hung and replaced.
     """
@@ -99,12 +102,16 @@ def make_backend(backend, workers, start_method=None, max_crashes=3, log=None, s
         raise ValueError(f"Expected a backend in {sorted(BACKENDS)}, got {backend!r}")
     if scheduler is not None and backend != "dask":
         raise ValueError(f"Expected backend 'dask' with a scheduler, got {backend!r}")
+    if tls is not None and backend != "dask":
+        raise ValueError(f"Expected backend 'dask' with tls, got {backend!r}")
     if workers == 0 and scheduler is None:
         return InProcessBackend()
     options = {"start_method": start_method, "max_crashes": max_crashes, "log": log,
                "sample_timeout": sample_timeout}
     if scheduler is not None:
         options["scheduler"] = scheduler
+    if tls is not None:
+        options["tls"] = tls
     return BACKENDS[backend](workers, **options)
 
 
@@ -122,7 +129,7 @@ class DataParallelTrainer:
     def __init__(self, model_fn, loss_fn, optimizer="sgd", lr=0.05, momentum=0.0, weight_decay=0.0,
                  lr_schedule="constant", workers=None, backend="process", seed=0, predict_fn=None,
                  start_method=None, max_crashes=3, log=None, scheduler=None, sample_timeout=None,
-                 augment_fn=None):
+                 augment_fn=None, tls=None):
         if lr_schedule not in SCHEDULES and not callable(lr_schedule):
             raise ValueError(f"Expected lr_schedule in {sorted(SCHEDULES)} or a function, got {lr_schedule!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
@@ -139,7 +146,7 @@ class DataParallelTrainer:
         self.seed = seed
         self.workers = available_cpus() if workers is None else workers
         self.backend = make_backend(backend, self.workers, start_method, max_crashes, log, scheduler,
-                                    sample_timeout)
+                                    sample_timeout, tls)
         self.layout = TensorLayout(self._model)
         self.step = 0
         self.data_order = None

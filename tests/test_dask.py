@@ -94,8 +94,17 @@ def test_an_exception_in_a_dask_worker_stops_training_with_its_message(cluster):
     def broken_loss(outputs, label):
         raise ZeroDivisionError("a bug in the user's loss")
 
-    with pytest.raises(WorkerError, match="a bug in the user's loss"):
+    with pytest.raises(WorkerError, match="a bug in the user's loss") as error:
         train(DaskBackend(scheduler=cluster.scheduler_address), 2, loss_fn=broken_loss)
+    assert "broken_loss" in error.value.remote_traceback  # the worker's own traceback
+
+    def missing_file_loss(outputs, label):
+        open("/nonexistent/minigrad-test")  # an OSError of the user's: no worker is retired for it
+
+    backend = DaskBackend(scheduler=cluster.scheduler_address)
+    with pytest.raises(WorkerError, match="FileNotFoundError"):
+        train(backend, 2, loss_fn=missing_file_loss)
+    assert not backend.retired
 
 
 def test_script_with_the_dask_backend_matches_the_process_pool(tmp_path):
@@ -120,3 +129,149 @@ def test_script_scheduler_errors_are_one_line(tmp_path, args, message):
     assert done.returncode == 2
     assert done.stderr.startswith(message) and len(done.stderr.strip().splitlines()) == 1
     assert not (tmp_path / "run" / "model.json").exists()
+
+
+# ---- a hung worker: the watchdog ----
+
+def test_a_stopped_worker_is_retired_and_its_samples_recomputed_with_identical_results(tmp_path):
+    """SIGSTOP freezes a worker mid-step; past the 2 s timeout its nanny kills it, the other worker
+    recomputes its samples, and the run ends with the process pool's bits, soon after the timeout."""
+    import time
+    expected = train("process", 2)
+    stopped = tmp_path / "stopped-pid"
+
+    def stopping_loss(outputs, label, _stopped=str(stopped)):
+        if not os.path.exists(_stopped):
+            with open(_stopped, "w") as f:
+                f.write(str(os.getpid()))
+            os.kill(os.getpid(), signal.SIGSTOP)  # the worker process freezes mid-step
+        return loss(outputs, label)
+
+    try:
+        start = time.monotonic()
+        assert train(DaskBackend(workers=2, sample_timeout=2), 2, loss_fn=stopping_loss) == expected
+        assert time.monotonic() - start < 2 + 60  # the timeout, cluster start-up and 4 steps on a busy machine
+        assert stopped.exists()
+        assert not _alive(int(stopped.read_text()))  # killed, not left stopped
+    finally:
+        _end(stopped)
+
+
+def test_a_sample_that_always_hangs_stops_the_run_naming_it_and_the_timeout(cluster):
+    import math
+    import time
+
+    from parallel import SampleTimeoutError
+
+    def hanging_loss(outputs, label):
+        if math.isnan(outputs[0].v):  # only the sample whose image is NaN
+            time.sleep(3600)
+        return loss(outputs, label)
+
+    data = small_data()
+    data.images[4] = float("nan")  # one batch of all 24 samples holds it
+    trainer = DataParallelTrainer(model_fn=small_model, loss_fn=hanging_loss, optimizer="sgd", lr=0.05,
+                                  workers=2, backend=DaskBackend(workers=2, sample_timeout=1, max_crashes=2),
+                                  seed=3)
+    start = time.monotonic()
+    with trainer, pytest.raises(SampleTimeoutError, match=r"Sample 4 ran past the 1 s sample timeout 2 "
+                                                          r"times in a row"):
+        trainer.fit(data, epochs=1, batch_size=24, max_steps=1)
+    assert time.monotonic() - start < 3 * 1 + 90  # three timeouts, two worker restarts, on a busy machine
+
+
+def test_the_sample_timeout_is_checked():
+    for bad in (-1, "5", True):
+        with pytest.raises(ValueError, match="Expected sample_timeout to be seconds >= 0 or None"):
+            DaskBackend(sample_timeout=bad)
+    with pytest.raises(ValueError, match="Expected max_crashes to be a positive integer, got 0"):
+        DaskBackend(max_crashes=0)
+
+
+def test_the_default_timeout_is_30_s_or_100_medians():
+    backend = DaskBackend()
+    assert backend.timeout() == 30.0
+    backend.recent_seconds = [0.2, 0.5, 0.4]
+    assert backend.timeout() == pytest.approx(40.0)
+    assert DaskBackend(sample_timeout=0).timeout() is None
+    assert DaskBackend(sample_timeout=5).timeout() == 5
+
+
+def _alive(pid):
+    import psutil
+    try:
+        return psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+    except psutil.NoSuchProcess:
+        return False
+
+
+def _end(pid_file):
+    """Wake and kill the process named in ``pid_file``, if it is still there."""
+    if pid_file.exists():
+        pid = int(pid_file.read_text())
+        for sig in (signal.SIGCONT, signal.SIGKILL):
+            try:
+                os.kill(pid, sig)
+            except ProcessLookupError:
+                pass
+
+
+# ---- TLS with mutual authentication ----
+
+@pytest.fixture(scope="module")
+def certificates(tmp_path_factory):
+    from helpers_tls import make_certificates
+    folder = tmp_path_factory.mktemp("certificates")
+    return make_certificates(folder), make_certificates(folder, "stranger", ca_name="other-ca")
+
+
+@pytest.fixture(scope="module")
+def tls_cluster(certificates):
+    from parallel.dask_backend import security_from_tls
+    with local_cluster(2, security_from_tls(certificates[0], ("client", "scheduler", "worker"))) as c:
+        yield c
+
+
+def test_training_over_tls_matches_the_process_pool(certificates, tls_cluster):
+    tls = certificates[0]
+    assert tls_cluster.scheduler_address.startswith("tls://")
+    expected = train("process", 2)
+    trainer = DataParallelTrainer(model_fn=small_model, loss_fn=loss, optimizer="sgd", lr=0.05, momentum=0.9,
+                                  workers=2, backend="dask", scheduler=tls_cluster.scheduler_address, tls=tls,
+                                  seed=3)
+    with trainer:
+        trainer.fit(small_data(), epochs=2, batch_size=6, max_steps=4)
+        assert trainer.parameters_sha256() == expected
+    assert train(DaskBackend(workers=2, tls=tls), 2) == expected  # its own LocalCluster, over TLS too
+
+
+def test_a_client_without_the_certificate_is_refused(certificates, tls_cluster):
+    import socket
+    import ssl
+
+    from distributed.comm import CommClosedError
+
+    (ca, _, _), stranger = certificates
+    host, port = tls_cluster.scheduler_address[len("tls://"):].rsplit(":", 1)
+    context = ssl.create_default_context(cafile=ca)  # trusts the scheduler, shows no certificate
+    context.check_hostname = False
+    with socket.create_connection((host, int(port)), timeout=10) as raw:
+        with pytest.raises((ssl.SSLError, ConnectionResetError)):
+            with context.wrap_socket(raw) as tls_socket:
+                tls_socket.sendall(b"hello")
+                assert tls_socket.recv(1) == b"", "the scheduler answered a client without a certificate"
+    with pytest.raises((OSError, CommClosedError)):  # plain TCP
+        Client(tls_cluster.scheduler_address.replace("tls://", "tcp://"), timeout=5)
+    backend = DaskBackend(scheduler=tls_cluster.scheduler_address, tls=(ca, *stranger[1:]))
+    with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tls://"):
+        backend.start(None)  # a certificate from another authority
+
+
+def test_tls_files_are_checked(tmp_path):
+    with pytest.raises(ValueError, match=r"Expected tls=\(ca_file, cert_file, key_file\), got 'ca.pem'"):
+        DaskBackend(tls="ca.pem")
+    missing = str(tmp_path / "missing.pem")
+    with pytest.raises(ValueError, match="Expected the TLS CA file to be a readable file, got .*missing.pem"):
+        DaskBackend(tls=(missing, missing, missing))
+    with pytest.raises(ValueError, match="Expected backend 'dask' with tls, got 'process'"):
+        DataParallelTrainer(model_fn=small_model, loss_fn=loss, workers=2, tls=(missing, missing, missing))
