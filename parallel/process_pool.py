@@ -37,7 +37,6 @@ The parent owns the shared blocks (parameters, slab, datasets placed by
 import collections
 import multiprocessing
 import os
-import platform
 import signal
 import statistics
 import sys
@@ -79,18 +78,6 @@ def default_start_method():
     """forkserver where it exists (fast restarts, no fork-only state), else spawn."""
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
-
-
-def _size_pypy_nursery():
-    """Give PyPy workers an 8 MB young generation unless PYPY_GC_NURSERY says otherwise.
-
-    PyPy sizes the nursery from the cache size the CPU reports; some virtual CPUs report
-    hundreds of MB, and a worker then grows past 1 GB before its first major collection
-    (measured: 1.4 GB, against 133 MB and 25% faster with 8 MB). Workers (and the
-    forkserver they fork from) read it when they start; this process is unaffected.
-    """
-    if platform.python_implementation() == "PyPy":
-        os.environ.setdefault("PYPY_GC_NURSERY", "8MB")
 
 
 def split_contiguous(n, parts):
@@ -192,7 +179,6 @@ class ProcessBackend(Backend):
     # ---- lifecycle ----
 
     def start(self, payload):
-        _size_pypy_nursery()
         self._payload = cloudpickle.dumps(payload)
         self._datasets = {}
         self._start_all()

@@ -25,6 +25,7 @@ from minigrad import checkpoint
 from minigrad.data import DataError
 from minigrad.data.mnist_task import load_data, model_fn_from_checkpoint, pm1_mse_loss
 from minigrad.nn import module_from_checkpoint
+from minigrad.pypy_nursery import restart_with_tuned_nursery
 from parallel import DataParallelTrainer
 from parallel.run.config import integer
 from parallel.run.plots import MATPLOTLIB_MISSING, plot_evaluation
@@ -91,4 +92,5 @@ def main(argv=None):
 
 
 if __name__ == "__main__":
+    restart_with_tuned_nursery()  # PyPy: start again with the young generation the engine runs fastest with
     sys.exit(main())

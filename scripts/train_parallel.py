@@ -19,6 +19,7 @@ import warnings
 from minigrad.checkpoint import CheckpointError
 from minigrad.data import DataError
 from minigrad.data.mnist_task import load_data, pm1_mse_loss, reference_model_fn
+from minigrad.pypy_nursery import restart_with_tuned_nursery
 from parallel import BACKENDS, DataParallelTrainer, NonFiniteError, TrainingInterrupted, WorkerError
 from parallel.extras import missing_package_message
 from parallel.run import (RunFolderError, RunWriteError, last_checkpoint_note, new_run_folder, note,
@@ -152,4 +153,5 @@ def fail(message, code, prefix="error: "):
 
 
 if __name__ == "__main__":
+    restart_with_tuned_nursery()  # PyPy: start again with the young generation the engine runs fastest with
     sys.exit(main())
