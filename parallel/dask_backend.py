@@ -44,6 +44,8 @@ import uuid
 
 import cloudpickle
 
+import minigrad
+
 from minigrad.checks import positive_int
 
 from .backend import Backend
@@ -79,11 +81,18 @@ def _make_plugin(name, blob):
     return BlobPlugin()
 
 
+class VersionSkewError(WorkerError):
+    """A Dask worker runs another minigrad version than the trainer."""
+
+
 class ReplicaActor:
     """Lives in one Dask worker: a replica built from the token's plugins, datasets added on first use."""
 
-    def __init__(self, token):
+    def __init__(self, token, version):
         from distributed import get_worker
+        if version != minigrad.__version__:  # checked before anything of the trainer is unpickled
+            raise VersionSkewError(f"Dask worker {get_worker().address} runs minigrad {minigrad.__version__}, "
+                                   f"the trainer minigrad {version}: install the same version on every host")
         self.token = token
         self.plugins = get_worker().plugins
         self.replica = Replica(cloudpickle.loads(self.plugins[f"minigrad-{token}"].blob))
@@ -220,11 +229,13 @@ class DaskBackend(Backend):
         for address in [a for a in self.actors if a not in live]:
             self.actors.pop(address)[0].release()
         new = [a for a in live if a not in self.actors]
-        futures = {a: self.client.submit(ReplicaActor, self.token, actor=True, workers=[a],
+        futures = {a: self.client.submit(ReplicaActor, self.token, minigrad.__version__, actor=True, workers=[a],
                                          allow_other_workers=False, pure=False) for a in new}
         for address, future in futures.items():
             try:  # bounded: a task restricted to a worker that has left waits for it forever
                 self.actors[address] = (future, future.result(timeout=ACTOR_START_SECONDS))
+            except VersionSkewError:
+                raise
             except Exception as e:  # the worker left while its actor was being made
                 future.release()
                 self._retire(address, f"could not start a replica there ({type(e).__name__}: {e})")

@@ -1,5 +1,6 @@
 """The Dask backend: same bits as the process pool, a killed worker survived, the payload sent once."""
 import os
+import re
 import signal
 
 import pytest
@@ -8,6 +9,7 @@ pytest.importorskip("distributed", reason="dask.distributed is not installed (pi
 
 from distributed import Client  # noqa: E402
 
+import minigrad  # noqa: E402
 from minigrad import nn  # noqa: E402
 from minigrad.data import Dataset  # noqa: E402
 from minigrad.losses import mse_loss, one_hot_pm1  # noqa: E402
@@ -275,3 +277,20 @@ def test_tls_files_are_checked(tmp_path):
         DaskBackend(tls=(missing, missing, missing))
     with pytest.raises(ValueError, match="Expected backend 'dask' with tls, got 'process'"):
         DataParallelTrainer(model_fn=small_model, loss_fn=loss, workers=2, tls=(missing, missing, missing))
+
+
+def test_a_worker_with_another_minigrad_version_is_one_clear_error_before_any_step():
+    from parallel.dask_backend import VersionSkewError
+
+    def set_version(version):
+        import minigrad
+        minigrad.__version__ = version
+
+    with local_cluster(1) as other, Client(other) as client:
+        client.run(set_version, "0.0.1")
+        trainer = DataParallelTrainer(model_fn=small_model, loss_fn=loss, optimizer="sgd", lr=0.05,
+                                      workers=1, backend=DaskBackend(client=client), seed=3)
+        with trainer, pytest.raises(VersionSkewError, match=r"runs minigrad 0\.0\.1, the trainer minigrad "
+                                                            + re.escape(minigrad.__version__)):
+            trainer.fit(small_data(), epochs=1, batch_size=4, max_steps=1)
+        assert trainer.step == 0
