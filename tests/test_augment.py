@@ -116,8 +116,8 @@ def test_rotation_matches_torch_grid_sample(torch, degrees, dx, dy):
 
 def test_warp_reads_fill_outside_and_blends_at_the_edge():
     x = [[[1.0, 2.0], [3.0, 4.0]]]
-    assert warp(x, lambda r, c: (r - 5.0, c), fill=-1.0) == [[[-1.0, -1.0], [-1.0, -1.0]]]
-    assert warp(x, lambda r, c: (r - 0.5, c), fill=0.0) == [[[0.5, 1.0], [2.0, 3.0]]]
+    assert warp(x, [(r - 5.0, c) for r in range(2) for c in range(2)], fill=-1.0) == [[[-1.0, -1.0], [-1.0, -1.0]]]
+    assert warp(x, [(r - 0.5, c) for r in range(2) for c in range(2)], fill=0.0) == [[[0.5, 1.0], [2.0, 3.0]]]
 
 
 def test_elastic_without_movement_is_the_identity_and_stays_within_the_pixel_range():

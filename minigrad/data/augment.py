@@ -47,39 +47,29 @@ def shift(x, rng, pixels=1):
     return translate(x, dx, dy)
 
 
-def warp(x, source, fill=BACKGROUND):
-    """Bilinear resampling: output pixel ``(r, c)`` reads ``x`` at ``source(r, c) -> (row, column)``
-    (fractional), with ``fill`` outside the image."""
+def warp(x, points, fill=BACKGROUND):
+    """Bilinear resampling: output pixel ``(r, c)`` reads ``x`` at ``points[r * columns + c]``, a
+    fractional ``(row, column)``, with ``fill`` outside the image."""
     rows, cols = len(x[0]), len(x[0][0])
-    points = [_bilinear_point(*source(r, c), rows, cols) for r in range(rows) for c in range(cols)]
     out = []
     for channel in x:
+        # one pixel of fill before, two after: a point on the last fill pixel weighs it exactly
         blank = [fill] * (cols + 3)
         padded = [blank] + [[fill] + list(row) + [fill, fill] for row in channel] + [blank, blank]
-        flat = [_interpolate(padded, point, fill) for point in points]
+        flat = []
+        for y, x_ in points:
+            y, x_ = y + 1.0, x_ + 1.0
+            if not (0.0 <= y <= rows + 1 and 0.0 <= x_ <= cols + 1):
+                flat.append(fill)
+                continue
+            r, c = int(y), int(x_)
+            fy, fx = y - r, x_ - c
+            top, bottom = padded[r], padded[r + 1]
+            a, b = top[c], bottom[c]
+            upper, lower = a + fx * (top[c + 1] - a), b + fx * (bottom[c + 1] - b)
+            flat.append(upper + fy * (lower - upper))
         out.append([flat[r * cols:(r + 1) * cols] for r in range(rows)])
     return out
-
-
-def _bilinear_point(y, x, rows, cols):
-    """``(row, column, row weight, column weight)`` in the image padded with fill (one pixel before,
-    two after, so that a point on the last padding pixel weighs it exactly), or None when all four
-    neighbours are fill."""
-    y, x = y + 1.0, x + 1.0
-    if not (0.0 <= y <= rows + 1 and 0.0 <= x <= cols + 1):
-        return None
-    r, c = int(y), int(x)
-    return r, c, y - r, x - c
-
-
-def _interpolate(padded, point, fill):
-    if point is None:
-        return fill
-    r, c, fy, fx = point
-    top, bottom = padded[r], padded[r + 1]
-    upper = top[c] + fx * (top[c + 1] - top[c])
-    lower = bottom[c] + fx * (bottom[c + 1] - bottom[c])
-    return upper + fy * (lower - upper)
 
 
 def rotation(x, degrees, dx=0.0, dy=0.0):
@@ -87,11 +77,9 @@ def rotation(x, degrees, dx=0.0, dy=0.0):
     rows, cols = len(x[0]), len(x[0][0])
     cy, cx = (rows - 1) / 2, (cols - 1) / 2
     cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
-
-    def source(r, c):
-        v, u = r - dy - cy, c - dx - cx  # the inverse map: undo the move, then the turn
-        return cy + cos * v + sin * u, cx - sin * v + cos * u
-    return warp(x, source)
+    # the inverse map: undo the move, then the turn
+    vs, us = [r - dy - cy for r in range(rows)], [c - dx - cx for c in range(cols)]
+    return warp(x, [(cy + cos * v + sin * u, cx - sin * v + cos * u) for v in vs for u in us])
 
 
 def rotate(x, rng, degrees=10.0):
@@ -113,18 +101,26 @@ def elastic(x, rng, pixels=1.0, grid=3):
     if grid < 2:
         raise ValueError(f"Expected grid to be at least 2, got {grid}")
     rows, cols = len(x[0]), len(x[0][0])
-    moves = [[(rng.uniform(-pixels, pixels), rng.uniform(-pixels, pixels)) for _ in range(grid)]
-             for _ in range(grid)]
+    dys, dxs = [_stretch_2d([[rng.uniform(-pixels, pixels) for _ in range(grid)] for _ in range(grid)], rows, cols)
+                for _ in range(2)]
+    return warp(x, [(r + dys[r][c], c + dxs[r][c]) for r in range(rows) for c in range(cols)])
 
-    def source(r, c):
-        gy, gx = r * (grid - 1) / max(rows - 1, 1), c * (grid - 1) / max(cols - 1, 1)
-        i, j = min(int(gy), grid - 2), min(int(gx), grid - 2)
-        fy, fx = gy - i, gx - j
-        (a, b), (p, q) = moves[i][j], moves[i][j + 1]
-        (e, f), (g, h) = moves[i + 1][j], moves[i + 1][j + 1]
-        wa, wb, wc, wd = (1 - fy) * (1 - fx), (1 - fy) * fx, fy * (1 - fx), fy * fx
-        return r + wa * a + wb * p + wc * e + wd * g, c + wa * b + wb * q + wc * f + wd * h
-    return warp(x, source)
+
+def _stretch_2d(table, rows, cols):
+    """``table`` bilinearly interpolated to ``rows`` x ``cols`` points, corners on corners."""
+    across = [_stretch(row, cols) for row in table]
+    return list(zip(*[_stretch(column, rows) for column in zip(*across)]))
+
+
+def _stretch(values, size):
+    """``values`` linearly interpolated to ``size`` evenly spread points, ends on ends."""
+    last = len(values) - 1
+    out = []
+    for k in range(size):
+        g = k * last / max(size - 1, 1)
+        j = min(int(g), last - 1)
+        out.append(values[j] + (g - j) * (values[j + 1] - values[j]))
+    return out
 
 
 AUGMENTATIONS = {
