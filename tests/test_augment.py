@@ -130,10 +130,15 @@ def test_elastic_without_movement_is_the_identity_and_stays_within_the_pixel_ran
         assert not np.array_equal(out, x)
 
 
-@pytest.mark.parametrize("grid", [1, 0, 2.5])
-def test_elastic_rejects_a_grid_below_two(grid):
-    with pytest.raises(ValueError, match="Expected grid"):
-        elastic(image().tolist(), random.Random(0), grid=grid)
+@pytest.mark.parametrize("fn, options, message", [
+    (elastic, {"grid": 1}, "Expected grid to be an integer >= 2, got 1"),
+    (elastic, {"grid": 2.5}, "Expected grid to be an integer >= 2, got 2.5"),
+    (shift, {"pixels": -1}, "Expected pixels to be an integer >= 0, got -1"),
+    (shift_rotate, {"pixels": 0.5}, "Expected pixels to be an integer >= 0, got 0.5"),
+])
+def test_bad_options_say_expected_and_got(fn, options, message):
+    with pytest.raises(ValueError, match=message):
+        fn(image().tolist(), random.Random(0), **options)
 
 
 def test_shift_rotate_moves_by_whole_pixels_when_it_draws_no_turn():

@@ -5,8 +5,9 @@ shipped digits). Each augmentation is a function ``(x, rng) -> new input of the 
 that draws only from ``rng``, a ``random.Random`` (the trainer passes
 ``parallel.replica.sample_rng(seed, epoch, index)``), so an augmented sample is the same
 in every worker, with any number of workers, and after a resume. They run in the worker
-once per training sample, beside ~4 ms of engine work, so they are plain Python loops
-over 225 pixels: no numpy, no copies beyond the output.
+once per training sample, beside a few milliseconds of engine work, so they are plain
+Python loops over the pixels, without numpy: on the reference CNN ``shift`` costs about
+0.3% of a sample's time, ``rotate`` 2% and ``elastic`` 6%.
 
 Pixels that come from outside the image take ``BACKGROUND``, the value a blank (0) MNIST
 pixel has after ``minigrad.data.preprocess``.
@@ -15,7 +16,7 @@ pixel has after ``minigrad.data.preprocess``.
 """
 import math
 
-from ..checks import positive_int
+from ..checks import int_at_least
 from .mnist import MNIST_MEAN, MNIST_STD
 
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD
@@ -42,6 +43,7 @@ def translate(x, dx, dy, fill=BACKGROUND):
 
 def shift(x, rng, pixels=1):
     """A random translation of up to ``pixels`` each way (each offset uniform in -pixels..pixels)."""
+    int_at_least("pixels", pixels, 0)
     dx = rng.randint(-pixels, pixels)
     dy = rng.randint(-pixels, pixels)
     return translate(x, dx, dy)
@@ -57,13 +59,13 @@ def warp(x, points, fill=BACKGROUND):
         blank = [fill] * (cols + 3)
         padded = [blank] + [[fill] + list(row) + [fill, fill] for row in channel] + [blank, blank]
         flat = []
-        for y, x_ in points:
-            y, x_ = y + 1.0, x_ + 1.0
-            if not (0.0 <= y <= rows + 1 and 0.0 <= x_ <= cols + 1):
+        for y, z in points:
+            y, z = y + 1.0, z + 1.0  # row and column in the padded image
+            if not (0.0 <= y <= rows + 1 and 0.0 <= z <= cols + 1):
                 flat.append(fill)
                 continue
-            r, c = int(y), int(x_)
-            fy, fx = y - r, x_ - c
+            r, c = int(y), int(z)
+            fy, fx = y - r, z - c
             top, bottom = padded[r], padded[r + 1]
             a, b = top[c], bottom[c]
             upper, lower = a + fx * (top[c + 1] - a), b + fx * (bottom[c + 1] - b)
@@ -89,6 +91,7 @@ def rotate(x, rng, degrees=10.0):
 
 def shift_rotate(x, rng, pixels=1, degrees=10.0):
     """``shift``'s translation and ``rotate``'s rotation, resampled once."""
+    int_at_least("pixels", pixels, 0)
     dx = rng.randint(-pixels, pixels)
     dy = rng.randint(-pixels, pixels)
     return rotation(x, rng.uniform(-degrees, degrees), dx, dy)
@@ -97,9 +100,7 @@ def shift_rotate(x, rng, pixels=1, degrees=10.0):
 def elastic(x, rng, pixels=1.0, grid=3):
     """A smooth random distortion: each point of a ``grid`` x ``grid`` lattice over the image moves
     by up to ``pixels`` each way (uniform), and every pixel by the bilinear blend of its lattice."""
-    positive_int("grid", grid)
-    if grid < 2:
-        raise ValueError(f"Expected grid to be at least 2, got {grid}")
+    int_at_least("grid", grid, 2)
     rows, cols = len(x[0]), len(x[0][0])
     dys, dxs = [_stretch_2d([[rng.uniform(-pixels, pixels) for _ in range(grid)] for _ in range(grid)], rows, cols)
                 for _ in range(2)]
