@@ -1,6 +1,7 @@
 """Search training recipes for the reference CNN with a float64 PyTorch replica (needs torch).
 
     python scripts/tune_recipe.py --check
+    python scripts/tune_recipe.py --cost
     python scripts/tune_recipe.py --augment none shift --epochs 6 9 12 --lr 0.004 --seeds 0 1 2
 
 The replica repeats the data-parallel trainer's arithmetic: ``nn.CNN.reference(seed)``'s initial
@@ -12,6 +13,8 @@ together as one stack of models (grouped convolutions), each with its own seed, 
 learning rate and weight decay. ``--check`` trains a few steps both ways and prints the largest
 parameter difference; trust the search only when it is ~1e-10 or less. Recipes are scored on the
 1,000 held-out MNIST-5k digits (``load_mnist5k("test")``) only, never on the official test set.
+``--cost`` prints what each augmentation adds to a training sample in the worker (CPU time, so
+that other processes on the machine count less).
 """
 import argparse
 import itertools
@@ -139,9 +142,33 @@ def check(augments, steps=6):
     return differences
 
 
+def augmentation_cost(samples=100):
+    """CPU seconds of one training sample (``Replica.compute``) and of its augmentation alone, per
+    augmentation, measured in turns so that a change in the machine's load hits all alike."""
+    from parallel.replica import Payload, Replica
+    train_set = load_mnist5k("train")
+    replicas = {name: Replica(Payload(reference_model_fn(0), pm1_mse_loss, augment_fn=fn))
+                for name, fn in AUGMENTATIONS.items()}
+    sample, augment = dict.fromkeys(AUGMENTATIONS, 0.0), dict.fromkeys(AUGMENTATIONS, 0.0)
+    for replica in replicas.values():
+        replica.add_dataset("train", train_set)
+    for i in range(samples):
+        x = train_set.images[i].tolist()
+        for name, fn in AUGMENTATIONS.items():
+            start = time.process_time()
+            replicas[name].compute("train", "train", i, epoch=1)
+            sample[name] += (time.process_time() - start) / samples
+            start = time.process_time()
+            if fn is not None:
+                fn(x, sample_rng(0, 1, i))
+            augment[name] += (time.process_time() - start) / samples
+    return sample, augment
+
+
 def main(argv=None):
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare a few steps with minigrad and stop")
+    p.add_argument("--cost", action="store_true", help="time each augmentation against a training sample and stop")
     p.add_argument("--augment", nargs="+", default=["none", "shift"], choices=sorted(AUGMENTATIONS))
     p.add_argument("--epochs", nargs="+", type=int, default=[6, 8, 9, 10, 12])
     p.add_argument("--lr", nargs="+", type=float, default=[0.004])
@@ -152,6 +179,12 @@ def main(argv=None):
     if args.check:
         for augment, difference in zip(args.augment, check(args.augment)):
             print(f"{augment}: largest parameter difference {difference:.3g}")
+        return 0
+    if args.cost:
+        sample, augment = augmentation_cost()
+        for name in AUGMENTATIONS:
+            print(f"{name:<13} sample {1e3 * sample[name]:5.2f} ms, augmentation {1e6 * augment[name]:4.0f} us = "
+                  f"{100 * augment[name] / sample['none']:.1f}% of a sample without")
         return 0
     train_set, held_out = load_mnist5k("train"), load_mnist5k("test")
     print("augment       epochs  lr      batch  wd      " + "  ".join(f"seed {s}" for s in args.seeds)

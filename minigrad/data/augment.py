@@ -6,8 +6,8 @@ that draws only from ``rng``, a ``random.Random`` (the trainer passes
 ``parallel.replica.sample_rng(seed, epoch, index)``), so an augmented sample is the same
 in every worker, with any number of workers, and after a resume. They run in the worker
 once per training sample, beside a few milliseconds of engine work, so they are plain
-Python loops over the pixels, without numpy: on the reference CNN ``shift`` costs about
-0.3% of a sample's time, ``rotate`` 2% and ``elastic`` 6%.
+Python loops over the pixels, without numpy: next to a sample of the reference CNN, ``shift``
+costs about 1%, ``rotate`` 2-4% and ``elastic`` 6-8% (``scripts/tune_recipe.py --cost``).
 
 Pixels that come from outside the image take ``BACKGROUND``, the value a blank (0) MNIST
 pixel has after ``minigrad.data.preprocess``.
