@@ -23,6 +23,7 @@ import sys
 import time
 
 import numpy as np
+import torch
 
 from minigrad.data import load_mnist5k
 from minigrad.data.augment import AUGMENTATIONS
@@ -34,14 +35,14 @@ from parallel.replica import sample_rng
 BETAS, EPS = (0.9, 0.999), 1e-8  # minigrad's and torch's Adam defaults
 
 
-def stacked_parameters(torch, seeds):
+def stacked_parameters(seeds):
     """``nn.CNN.reference(seed)``'s tensors for each seed, stacked on a leading axis, in tensor order."""
     per_seed = [[np.reshape([p.v for p in values], shape) for _, shape, values in
                  reference_model_fn(seed)().named_tensors()] for seed in seeds]
     return [torch.tensor(np.stack(tensors)).requires_grad_() for tensors in zip(*per_seed)]
 
 
-def forward(torch, params, x):
+def forward(params, x):
     """Every model of the stack on its own inputs: x (batch, models, 15, 15) -> (batch, models, 10)."""
     w0, b0, w1, b1, wh, bh, wo, bo = params
     F, models = torch.nn.functional, w0.shape[0]
@@ -54,14 +55,14 @@ def forward(torch, params, x):
 class StackedAdam:
     """torch.optim.Adam's single-tensor update, with a learning rate and weight decay per model."""
 
-    def __init__(self, torch, params, weight_decay):
+    def __init__(self, params, weight_decay):
         self.params, self.step_count = params, 0
         self.weight_decay = [torch.tensor(weight_decay, dtype=torch.float64).reshape(-1, *[1] * (p.dim() - 1))
                              for p in params]
         self.exp_avg = [torch.zeros_like(p) for p in params]
         self.exp_avg_sq = [torch.zeros_like(p) for p in params]
 
-    def step(self, torch, lrs):
+    def step(self, lrs):
         self.step_count += 1
         beta1, beta2 = BETAS
         step_size = torch.tensor([lr / (1 - beta1 ** self.step_count) for lr in lrs], dtype=torch.float64)
@@ -86,12 +87,10 @@ def epoch_inputs(images, augment, seed, epoch):
 def train(recipes, train_set, held_out, max_steps=None):
     """Train ``recipes`` (same epochs and batch size) side by side; return their held-out
     accuracies and final parameters (a list of numpy arrays per recipe)."""
-    import torch
-    torch.set_num_threads(1)
     (epochs, batch_size), = {(r["epochs"], r["batch_size"]) for r in recipes}
     seeds = [r["seed"] for r in recipes]
-    params = stacked_parameters(torch, seeds)
-    optimizer = StackedAdam(torch, params, [r["weight_decay"] for r in recipes])
+    params = stacked_parameters(seeds)
+    optimizer = StackedAdam(params, [r["weight_decay"] for r in recipes])
     n = len(train_set)
     total = epochs * -(-n // batch_size)
     total = total if max_steps is None else min(total, max_steps)
@@ -112,13 +111,13 @@ def train(recipes, train_set, held_out, max_steps=None):
         for start in range(0, n, batch_size):
             if step == total:
                 break
-            outputs = forward(torch, params, inputs[start:start + batch_size])
+            outputs = forward(params, inputs[start:start + batch_size])
             ((outputs - labels[start:start + batch_size]) ** 2).mean(dim=(0, 2)).sum().backward()
-            optimizer.step(torch, [lr_at("cosine", r["lr"], step, total) for r in recipes])
+            optimizer.step([lr_at("cosine", r["lr"], step, total) for r in recipes])
             step += 1
     with torch.no_grad():
         x = torch.tensor(held_out.images[:, 0])[:, None].expand(-1, len(recipes), -1, -1)
-        predictions = forward(torch, params, x).argmax(2).numpy()
+        predictions = forward(params, x).argmax(2).numpy()
     accuracies = (predictions == held_out.labels[:, None]).mean(0)
     return accuracies.tolist(), [[p[i].detach().numpy().ravel() for p in params] for i in range(len(recipes))]
 
@@ -166,6 +165,7 @@ def augmentation_cost(samples=100):
 
 
 def main(argv=None):
+    torch.set_num_threads(1)
     p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     p.add_argument("--check", action="store_true", help="compare a few steps with minigrad and stop")
     p.add_argument("--cost", action="store_true", help="time each augmentation against a training sample and stop")
