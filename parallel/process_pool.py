@@ -334,25 +334,37 @@ class ProcessBackend(Backend):
             slot = owner[obj]
             if slot not in self._slots:
                 continue  # already replaced in this round
-            self._drain(slot, job)
-            if slot.dead or not slot.process.is_alive():
+            if obj is slot.conn:
+                self._receive(slot, job)  # one message; wait() reports the pipe again if there is more
+            else:  # the process ended: take what it sent before it died, then replace it
+                self._drain(slot, job)
+                slot.dead = True
+            if slot.dead:
                 self._replace(slot, job)
         self._kill_overdue(job)
         for slot in list(self._slots):
             if slot.dead:  # a failed send marks a slot without waking wait()
                 self._replace(slot, job)
 
+    def _receive(self, slot, job):
+        try:
+            data = slot.conn.recv_bytes()
+        except (EOFError, OSError):
+            slot.dead = True
+            return
+        self.bytes_received += len(data)
+        self._handle(slot, ForkingPickler.loads(data), job)
+
     def _drain(self, slot, job):
+        """Every message still in ``slot``'s pipe."""
         while not slot.dead:
             try:
                 if not slot.conn.poll():
                     break
-                data = slot.conn.recv_bytes()
             except (EOFError, OSError):
                 slot.dead = True
                 break
-            self.bytes_received += len(data)
-            self._handle(slot, ForkingPickler.loads(data), job)
+            self._receive(slot, job)
 
     def _handle(self, slot, msg, job):
         if isinstance(msg, Computed):

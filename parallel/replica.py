@@ -148,10 +148,10 @@ class Replica:
     def compute(self, mode, key, index, worker=0, epoch=0):
         """Loss, prediction and (when training) the gradient of one sample; a training
         sample is augmented with ``augment_fn`` from ``sample_rng(seed, epoch, index)``."""
+        start = time.perf_counter()  # reading and augmenting the sample is the worker's work too
         x, y = get_sample(self.datasets[key], index)
         if mode == "train" and self.augment_fn is not None:
             x = self.augment_fn(x, sample_rng(self.seed, epoch, index))
-        start = time.perf_counter()
         if mode == "eval":
             with no_grad():
                 outputs = self.model(x)

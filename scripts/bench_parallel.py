@@ -10,9 +10,10 @@ one is the most N workers could ever give on this machine (cores, memory bandwid
 Then each configuration trains the reference CNN on MNIST-5k (SGD with momentum) after one
 warm-up step (so pool start-up is not counted), in --repeat windows of --samples samples,
 and reports the best window: samples/s, the speedup over one worker and its fraction of the
-ceiling, the parent's busy time per step (everything but waiting for workers: parameters,
-hand-out, reduction, optimizer), the bytes pickled through the pipes per step, and the
-engine's time per sample.
+ceiling, the parent's time per step outside the engine (busy: the wall time it does not
+spend waiting for workers, which includes being preempted by them on a small machine; CPU:
+the processor time it uses: parameters, hand-out, reduction, optimizer), the bytes pickled
+through the pipes per step, and the engine's time per sample.
 """
 import argparse
 import multiprocessing
@@ -98,7 +99,7 @@ def measure(workers, batch_size, samples, repeat, seed, train, backend="process"
     from parallel import DataParallelTrainer
 
     steps = max(3, samples // batch_size)
-    windows, traffic = [], []
+    windows, traffic, cpu = [], [], []
     with DataParallelTrainer(lambda: nn.CNN.reference(seed=seed),
                              lambda out, label: mse_loss(out, one_hot_pm1(label, 10)),
                              lr=0.01, momentum=0.9, workers=workers, backend=backend, seed=seed) as trainer:
@@ -109,8 +110,10 @@ def measure(workers, batch_size, samples, repeat, seed, train, backend="process"
             if (report.step - 2) % steps == 0:
                 windows.append([])
                 traffic.append(getattr(pipe, "bytes_sent", 0) + getattr(pipe, "bytes_received", 0))
+                cpu.append(time.process_time())
             windows[-1].append(report)
         traffic.append(getattr(pipe, "bytes_sent", 0) + getattr(pipe, "bytes_received", 0))
+        cpu.append(time.process_time())
     best = min(range(repeat), key=lambda k: sum(r.seconds for r in windows[k]))
     timed = windows[best]
     seconds = sum(r.seconds for r in timed)
@@ -123,6 +126,7 @@ def measure(workers, batch_size, samples, repeat, seed, train, backend="process"
             "engine_ms_per_sample": 1000 * sum(r.sample_seconds for r in timed) / n,
             "overhead_ms_per_step": 1000 * (seconds - engine) / len(timed),
             "parent_busy_ms_per_step": 1000 * busy / len(timed) if workers else None,
+            "parent_cpu_ms_per_step": 1000 * (cpu[best + 1] - cpu[best]) / len(timed) if workers else None,
             "pickled_bytes_per_step": (traffic[best + 1] - traffic[best]) / len(timed)}
 
 
@@ -139,7 +143,8 @@ def main(argv=None):
           + ", ".join(f"{n} at once {c:.2f}x" for n, c in ceiling.items()))
     rows = []
     print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'speedup':>8} {'of ceiling':>10} {'ms/step':>8} "
-          f"{'outside engine ms/step':>22} {'parent busy ms/step':>19} {'pickled B/step':>14} "
+          f"{'outside engine ms/step':>22} {'parent busy ms/step':>19} {'parent CPU ms/step':>18} "
+          f"{'pickled B/step':>14} "
           f"{'engine ms/sample':>16}")
     for batch_size in args.batch_sizes:
         single = None
@@ -153,9 +158,10 @@ def main(argv=None):
             rows.append(row)
             speedup = f"{row['speedup_vs_1']:.2f}x" if single else "-"
             fraction = f"{row['fraction_of_ceiling']:.2f}" if row["fraction_of_ceiling"] else "-"
-            busy = f"{row['parent_busy_ms_per_step']:.2f}" if row["parent_busy_ms_per_step"] is not None else "-"
+            busy, cpu = ((f"{row[k]:.2f}" if row[k] is not None else "-")
+                         for k in ("parent_busy_ms_per_step", "parent_cpu_ms_per_step"))
             print(f"{workers:>7} {batch_size:>5} {row['samples_per_s']:>10.1f} {speedup:>8} {fraction:>10} "
-                  f"{row['step_ms']:>8.1f} {row['overhead_ms_per_step']:>22.2f} {busy:>19} "
+                  f"{row['step_ms']:>8.1f} {row['overhead_ms_per_step']:>22.2f} {busy:>19} {cpu:>18} "
                   f"{row['pickled_bytes_per_step']:>14.0f} {row['engine_ms_per_sample']:>16.2f}", flush=True)
     if args.json:
         from minigrad.checkpoint import atomic_write_json

@@ -18,6 +18,7 @@ import warnings
 
 from minigrad.checkpoint import CheckpointError
 from minigrad.data import DataError
+from minigrad.data.augment import AUGMENTATIONS
 from minigrad.data.mnist_task import load_data, pm1_mse_loss, reference_model_fn
 from minigrad.pypy_nursery import restart_with_tuned_nursery
 from parallel import BACKENDS, DataParallelTrainer, NonFiniteError, TrainingInterrupted, WorkerError
@@ -27,19 +28,14 @@ from parallel.run import (RunFolderError, RunWriteError, last_checkpoint_note, n
 from parallel.run.config import ConfigError, argument_parser, defaults, integer, nonnegative_float, resumed_config
 from parallel.signals import ignore_further_signals, stop_on_signals
 
-try:
-    from minigrad.data.augment import AUGMENTATIONS
-except ImportError:  # no augmentations yet
-    AUGMENTATIONS = {}
-AUGMENTATIONS = {**AUGMENTATIONS, "none": None}
 
 
 # name: (default, type or choices, help). A resumed run may change only the RUNTIME options.
 OPTIONS = {
     "workers": (None, integer(0), "worker processes (0: in this process; None: one per CPU)"),
-    "epochs": (6, integer(1), "passes over the training set"),
+    "epochs": (8, integer(1), "passes over the training set"),
     "batch_size": (8, integer(1), "samples per step"),
-    "lr": (0.004, nonnegative_float, "base learning rate"),
+    "lr": (0.005, nonnegative_float, "base learning rate"),
     "lr_schedule": ("cosine", ["constant", "cosine", "step"], "cosine decays to 0; step: x0.1 after each third"),
     "momentum": (None, nonnegative_float, "SGD momentum (None: 0.9 with --optimizer sgd; Adam has none)"),
     "weight_decay": (1e-3, nonnegative_float, "L2 penalty added to every gradient, as torch.optim's"),
@@ -48,7 +44,8 @@ OPTIONS = {
     "data": ("mnist5k", ["mnist5k", "mnist"], "mnist5k: shipped 4,000/1,000 digits; mnist: IDX files in --data-dir"),
     "data_dir": (None, str, "folder of the MNIST IDX files (with --data mnist)"),
     "download": (False, bool, "download the MNIST files into --data-dir first"),
-    "augment": ("none", sorted(AUGMENTATIONS), "random changes to each training sample"),
+    "augment": ("shift", sorted(AUGMENTATIONS), "random changes to each training sample, drawn from the seed, "
+                "the epoch and the sample"),
     "out": (None, str, "run folder (None: runs/YYYYmmdd-HHMMSS, or the resumed checkpoint's)"),
     "max_steps": (None, integer(1), "stop after this many steps (the schedule spans them)"),
     "checkpoint_every": (100, integer(1), "steps between checkpoints"),
@@ -65,8 +62,9 @@ OPTIONS = {
 }
 RUNTIME = {"workers", "backend", "scheduler", "out", "checkpoint_every", "quiet", "data_dir", "download",
            "sample_timeout", "tls_ca_file", "tls_cert", "tls_key", "trace", "trace_steps"}
-# old checkpoints lack these
-ADDED_LATER = ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key", "trace", "trace_steps")
+# what runs of older versions, whose checkpoints lack these options, did
+ADDED_LATER = {"augment": "none", "sample_timeout": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None,
+               "trace": None, "trace_steps": 200}
 
 
 def make_config(given, resume):

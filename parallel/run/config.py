@@ -70,12 +70,12 @@ def is_valid(options, name, value):
         return False
 
 
-def resumed_config(saved, given, options, runtime, where, added_later=()):
+def resumed_config(saved, given, options, runtime, where, added_later=None):
     """The saved config with the ``given`` ``runtime`` options (where and how the run computes, not
-    what); any other given option must equal the saved one. Options in ``added_later`` may be
-    missing from older checkpoints and take their defaults."""
+    what); any other given option must equal the saved one. ``added_later`` maps options that
+    older checkpoints lack to what those runs did (not to today's default, which may differ)."""
     if isinstance(saved, dict):
-        saved = {**{name: options[name][0] for name in added_later}, **saved}
+        saved = {**(added_later or {}), **saved}
     if not isinstance(saved, dict) or sorted(saved) != sorted(options):
         raise ConfigError(f"{where}: expected a training checkpoint with a config of {sorted(options)}")
     for name in options:
