@@ -315,18 +315,24 @@ class DataParallelTrainer:
                           epoch_end=epoch_end, phases=phases, samples_timing=_timing(results), started=start)
 
     def _reduce(self, results, step):
-        """Mean gradient and loss of the batch, summed in batch order; non-finite values raise."""
-        total = np.zeros(self.layout.size)
+        """Mean gradient and loss of the batch, summed in batch order; non-finite values raise.
+
+        The rows are stacked and summed with ``np.add.reduce`` along the first axis from 0.0,
+        which adds them one after another exactly as a loop of ``+=`` does (tested), in a few
+        numpy calls per step rather than a few per sample (each costs on PyPy).
+        """
+        grads = np.array([r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
+                          for r in results])
+        finite = np.isfinite(grads).all(axis=1).tolist()
         loss = 0.0
-        for r in results:
+        for r, ok in zip(results, finite):
             if not math.isfinite(r.loss):
                 raise NonFiniteError(step, r.index, "loss")
-            g = r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
-            if not np.isfinite(g).all():
+            if not ok:
                 raise NonFiniteError(step, r.index, "gradient")
-            total += g
             loss += r.loss
         n = len(results)
+        total = sum_rows(grads)
         total /= n
         if not np.isfinite(total).all():
             raise NonFiniteError(step, None, "mean gradient")
@@ -419,6 +425,12 @@ def _labels(dataset):
     if labels is not None:
         return labels.tolist() if hasattr(labels, "tolist") else list(labels)
     return [get_sample(dataset, i)[1] for i in range(len(dataset))]
+
+
+def sum_rows(rows):
+    """The rows of a 2-D array added one after another, from 0.0: ``total = 0; total += row`` for
+    each row in order, in one numpy call."""
+    return np.add.reduce(rows, axis=0, initial=0.0)
 
 
 def _timing(results):

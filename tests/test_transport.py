@@ -145,3 +145,16 @@ def test_nothing_is_left_when_the_parent_is_killed_or_stopped(how, tmp_path):
         proc.wait(10)
     assert wait_gone(pids, 5) == []
     assert wait_no_leftovers(proc.pid, 10) == []
+
+
+def test_the_reduction_adds_rows_one_after_another_as_a_loop():
+    from parallel.trainer import sum_rows
+    rng = np.random.default_rng(0)
+    for n in (1, 2, 3, 8, 33):
+        rows = rng.normal(size=(n, 257)) * 10.0 ** rng.integers(-12, 12, size=(n, 1))
+        rows[rng.random(rows.shape) < 0.05] = -0.0
+        rows[:, 0] = [1e16, 1.0, -1e16] * (n // 3) + [1.0] * (n % 3)  # order-sensitive: (1e16 + 1) - 1e16
+        loop = np.zeros(rows.shape[1])
+        for row in rows:
+            loop += row
+        assert sum_rows(rows).tobytes() == loop.tobytes()
