@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import textwrap
 import time
 
 import cloudpickle
@@ -157,6 +158,19 @@ class CountingDataset:
 
 
 # ---- processes ----
+
+# A script that trains the tiny model in 2 workers forever and prints the workers' pids at step 3.
+PARENT = textwrap.dedent("""
+    import sys
+    sys.path.insert(0, {tests!r})
+    from helpers_parallel import tiny_dataset, tiny_trainer
+    if __name__ == "__main__":
+        with tiny_trainer(2) as trainer:
+            for report in trainer.train_steps(tiny_dataset(), epochs=10**6, batch_size=5):
+                if report.step == 3:
+                    print(*trainer.backend.pids(), flush=True)
+""")
+
 
 def alive(pids):
     """The pids among ``pids`` still running (zombies count as gone)."""

@@ -10,13 +10,12 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import threading
 import time
 
 import pytest
 
-from helpers_parallel import (ROOT, FaultyDataset, alive, run_script, start_script, tiny_dataset, tiny_loss,
+from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, run_script, start_script, tiny_dataset, tiny_loss,
                               tiny_model, tiny_model_fn, tiny_trainer, train_sha, wait_gone)
 from parallel import DataParallelTrainer, SampleCrashError, WorkerError
 from parallel.data_order import epoch_order
@@ -119,18 +118,6 @@ def test_model_fn_failing_in_the_worker_is_reported():
 
 
 # ---- the parent dies ----
-
-PARENT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from helpers_parallel import tiny_dataset, tiny_trainer
-    if __name__ == "__main__":
-        with tiny_trainer(2) as trainer:
-            for report in trainer.train_steps(tiny_dataset(), epochs=10**6, batch_size=5):
-                if report.step == 3:
-                    print(*trainer.backend.pids(), flush=True)
-""")
-
 
 def test_workers_exit_when_the_parent_is_killed(tmp_path):
     script = tmp_path / "parent.py"

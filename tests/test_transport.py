@@ -7,13 +7,12 @@ import select
 import signal
 import subprocess
 import sys
-import textwrap
 import time
 
 import numpy as np
 import pytest
 
-from helpers_parallel import (ROOT, FaultyDataset, alive, tiny_dataset, tiny_loss, tiny_model_fn, tiny_trainer,
+from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, tiny_dataset, tiny_loss, tiny_model_fn, tiny_trainer,
                               train_sha, wait_gone)
 from parallel import Payload, ProcessBackend, WorkerError
 from parallel.replica import pack, tensor_order_parameters
@@ -113,18 +112,6 @@ def test_nothing_is_left_after_a_normal_end_an_exception_or_a_dead_worker(tmp_pa
         trainer.fit(dying, epochs=1, batch_size=8)
         assert trainer.backend.restarts == 1
     assert leftovers() == []
-
-
-PARENT = textwrap.dedent("""
-    import sys
-    sys.path.insert(0, {tests!r})
-    from helpers_parallel import tiny_dataset, tiny_trainer
-    if __name__ == "__main__":
-        with tiny_trainer(2) as trainer:
-            for report in trainer.train_steps(tiny_dataset(), epochs=10**6, batch_size=5):
-                if report.step == 3:
-                    print(*trainer.backend.pids(), flush=True)
-""")
 
 
 @pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
