@@ -891,7 +891,8 @@ class LayerBackward(GradFunction):
         columns = None
         for o, (weights, bias) in enumerate(zip(self.weights, self.biases)):
             g = grads[o * n_windows:(o + 1) * n_windows]
-            bias.grad += sum(g)
+            if bias.grad is not None:
+                bias.grad += sum(g)
             if n_windows == 1:
                 dw = map(mul, self.windows[0], repeat(g[0]))
             elif 2 * n_windows >= len(weights):  # long columns: one dot product per weight
@@ -900,7 +901,12 @@ class LayerBackward(GradFunction):
             else:
                 dw = _combine(self.windows, g)
             for w, d in zip(weights, dw):
-                w.grad += d
+                try:  # free unless it raises (zero-cost exceptions)
+                    w.grad += d
+                except TypeError:
+                    if w.grad is not None:
+                        raise
+                    # a weight made a constant (requires_grad=False) gets no gradient
         if self.sources:
             self._add_input_gradients(grads, n_windows)
         self.reset()

@@ -651,3 +651,21 @@ def test_no_grad_layers_build_no_graph():
         out = model(as_value_array(random_map(random.Random(1), 2, 7, 7)))
     assert all(o.grad_fn is None for o in out)
     assert [o.v for o in out] == [o.v for o in model(random_map(random.Random(1), 2, 7, 7))]
+
+
+@pytest.mark.parametrize("fused", [True, False])
+def test_a_frozen_weight_gets_no_gradient_and_changes_no_other(fused):
+    from minigrad.losses import mse_loss
+
+    def grads(freeze):
+        layer = nn.Conv2D(width=5, height=5, kernel_size=3, stride=1, in_channels=1, out_channels=2, seed=3)
+        layer.set_fused(fused)
+        if freeze:
+            layer.parameters()[4].requires_grad = False
+            layer.parameters()[9].requires_grad = False  # the first channel's bias
+        x = [[[0.1 * (i - j) for j in range(5)] for i in range(5)]]
+        mse_loss([v for plane in layer(x) for row in plane for v in row], [0.5] * 18).backward()
+        return [p.grad for p in layer.parameters()]
+    frozen, free = grads(True), grads(False)
+    assert frozen[4] is None and frozen[9] is None
+    assert [g for i, g in enumerate(frozen) if i not in (4, 9)] == [g for i, g in enumerate(free) if i not in (4, 9)]
