@@ -291,7 +291,8 @@ def test_checkpoint_file_is_always_whole(tmp_path):
         reader.join()
     assert done.returncode == 0, done.stderr
     assert problems == [] and len(set(reads)) > 5
-    pictures = ["training.png", "filters.png"] if importlib.util.find_spec("matplotlib") else []
+    pictures = (["training.png", "timeline.png", "filters.png", "mistakes.png", "confusion.png"]
+                if importlib.util.find_spec("matplotlib") else [])
     assert sorted(os.listdir(tmp_path)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + pictures)
 
 

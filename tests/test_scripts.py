@@ -33,7 +33,7 @@ def test_run_folder_holds_a_resumable_checkpoint_and_logs(run):
     assert ckpt["config"]["batch_size"] == 4 and ckpt["config"]["max_steps"] == 12
     assert ckpt["config"]["out"] == str(out)
     assert [ckpt["config"][k] for k in ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key")] == [
-        "none", None, None, None, None]
+        "shift", None, None, None, None]
     order = ckpt["trainer"]["data_order"]
     assert order["position"] == 48 and sorted(order["order"]) == list(range(4000))
     optimizer = ckpt["trainer"]["optimizer"]
