@@ -121,6 +121,7 @@ class _Job:
     def __init__(self, number, mode, key, indices, epoch, version):
         self.number, self.mode, self.key, self.indices = number, mode, key, indices
         self.epoch, self.version = epoch, version
+        self.limit = None  # seconds a sample may run (None: no watchdog)
         self.queue = collections.deque(range(len(indices)))
         self.results = [None] * len(indices)
         self.remaining = len(indices)
@@ -304,6 +305,7 @@ class ProcessBackend(Backend):
             self._prepare_blocks(params, len(indices) if mode == "train" else 0)
             self._job += 1
             job = _Job(self._job, mode, key, indices, epoch, self._version)
+            job.limit = self.timeout(mode)  # fixed for the job: the median of the samples before it
             self._replace_dead_idle(job)
             for slot in self._slots:
                 self._give_next(slot, job)
@@ -405,14 +407,14 @@ class ProcessBackend(Backend):
         return max(TIMEOUT_FLOOR_SECONDS, TIMEOUT_MEDIANS * median)
 
     def _seconds_to_deadline(self, job):
-        limit = self.timeout(job.mode)
+        limit = job.limit
         started = [s.given_at for s in self._slots if s.given_at is not None]
         if limit is None or not started:
             return WAIT_SECONDS
         return min(WAIT_SECONDS, max(0.0, min(started) + limit - time.monotonic()))
 
     def _kill_overdue(self, job):
-        limit = self.timeout(job.mode)
+        limit = job.limit
         if limit is None:
             return
         now = time.monotonic()
