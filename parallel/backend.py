@@ -6,9 +6,44 @@ function of ``(parameters, sample indices)``: ``run`` returns one ``SampleResult
 per index, in the order of ``indices`` whatever order they were computed in. The
 trainer never sees processes, so another backend (e.g. Dask) is one more class.
 """
+import collections
+import math
+import statistics
 from abc import ABC, abstractmethod
 
 from .replica import Replica
+
+
+class SampleTimeout:
+    """How long one sample may run before its worker counts as hung, the same for every backend.
+
+    ``seconds`` when given (0: never); otherwise the larger of 30 s and 100 times the median of
+    the last 64 samples of the same mode (training and evaluation samples take different times).
+    """
+
+    FLOOR_SECONDS = 30.0
+    MEDIANS = 100
+    RECENT = 64
+
+    def __init__(self, seconds=None):
+        if seconds is not None and (isinstance(seconds, bool) or not isinstance(seconds, (int, float))
+                                    or not 0 <= seconds < math.inf):
+            raise ValueError(f"Expected sample_timeout to be seconds >= 0 or None, finite, got {seconds!r}")
+        self.seconds = seconds
+        self.recent = {}
+
+    def record(self, mode, seconds):
+        self.recent.setdefault(mode, collections.deque(maxlen=self.RECENT)).append(seconds)
+
+    def median(self, mode):
+        recent = self.recent.get(mode)
+        return statistics.median(recent) if recent else 0.0
+
+    def limit(self, mode):
+        """Seconds a ``mode`` sample may run, or None when the watchdog is off."""
+        if self.seconds is not None:
+            return self.seconds or None
+        return max(self.FLOOR_SECONDS, self.MEDIANS * self.median(mode))
 
 
 class Backend(ABC):

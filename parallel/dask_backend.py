@@ -37,7 +37,6 @@ What goes wrong, and what happens:
 import asyncio
 import os
 import signal
-import statistics
 import time
 import traceback
 import uuid
@@ -48,7 +47,7 @@ import minigrad
 
 from minigrad.checks import positive_int
 
-from .backend import Backend
+from .backend import Backend, SampleTimeout
 from .errors import SampleCrashError, SampleTimeoutError, WorkerError
 from .process_pool import split_contiguous
 from .replica import Replica, SampleResult
@@ -57,9 +56,6 @@ from .rss import rss_bytes
 CONNECT_SECONDS = 10
 ACTOR_START_SECONDS = 60
 NO_WORKER_SECONDS = 60
-DEFAULT_TIMEOUT_FLOOR = 30.0
-DEFAULT_TIMEOUT_MEDIANS = 100
-RECENT_SAMPLES = 256
 REFRESH_SECONDS = 1.0
 # A Dask worker samples every thread's stack each 10 ms for its dashboard, taking the GIL
 # from the pure-Python engine each time; the trainer has no use for those profiles.
@@ -160,13 +156,11 @@ class DaskBackend(Backend):
             raise ValueError("Expected a scheduler address or a client, got both")
         if scheduler is not None and not isinstance(scheduler, str):
             scheduler, client = None, scheduler  # a distributed.Client given as the scheduler
-        if sample_timeout is not None and (isinstance(sample_timeout, bool) or
-                                           not isinstance(sample_timeout, (int, float)) or sample_timeout < 0):
-            raise ValueError(f"Expected sample_timeout to be seconds >= 0 or None, got {sample_timeout!r}")
+        self.watchdog = SampleTimeout(sample_timeout)
         positive_int("max_crashes", max_crashes)
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
-        self.sample_timeout, self.max_crashes = sample_timeout, max_crashes
+        self.max_crashes = max_crashes
         self.tls, self.security = tls, security_from_tls(tls)
         self.cluster = None
         self.own_client = client is None
@@ -174,7 +168,6 @@ class DaskBackend(Backend):
         self.plugins = []
         self.actors = {}  # worker address -> (actor future, actor), in the order they were made
         self.retired = set()  # addresses taken for dead or hung: never used again
-        self.recent_seconds = []
         self.next_refresh = 0.0
 
     @property
@@ -266,20 +259,16 @@ class DaskBackend(Backend):
 
     # ---- one step ----
 
-    def timeout(self):
-        """Seconds a sample may run: the set value, or the larger of 30 s and 100 medians (None: off)."""
-        if self.sample_timeout is not None:
-            return self.sample_timeout or None
-        median = statistics.median(self.recent_seconds) if self.recent_seconds else 0.0
-        return max(DEFAULT_TIMEOUT_FLOOR, DEFAULT_TIMEOUT_MEDIANS * median)
+    def timeout(self, mode="train"):
+        """Seconds a ``mode`` sample may run (``SampleTimeout``); None when off."""
+        return self.watchdog.limit(mode)
 
-    def call_deadline(self, samples, start):
+    def call_deadline(self, samples, start, mode="train"):
         """A call of ``samples`` samples may take the timeout plus one median per sample."""
-        timeout = self.timeout()
+        timeout = self.timeout(mode)
         if timeout is None:
             return None
-        median = statistics.median(self.recent_seconds) if self.recent_seconds else 0.0
-        return start + timeout + samples * median
+        return start + timeout + samples * self.watchdog.median(mode)
 
     def run(self, mode, params, key, indices, epoch=0):
         indices = list(indices)
@@ -289,23 +278,24 @@ class DaskBackend(Backend):
         pending = [c for c in chunks if c]
         failures = {}  # index -> times in a row it failed alone in a call
         while pending:
-            calls = self._plan(pending[:len(self.actors)], indices)
+            calls = self._plan(pending[:len(self.actors)], indices, mode)
             pending = pending[len(calls):]
             for call, outcome in zip(calls, self.client.sync(_outcomes, calls, mode, params, key, epoch)):
-                failed = self._collect(call, outcome, results, indices, failures)
+                failed = self._collect(call, outcome, results, indices, failures, mode)
                 pending.extend([p] for p in failed)  # one sample per call: a culprit is named
             if pending:
                 self._wait_for_actors(force=True)
-        self.recent_seconds = (self.recent_seconds + [r.seconds for r in results])[-RECENT_SAMPLES:]
+        for r in results:
+            self.watchdog.record(mode, r.seconds)
         return results
 
-    def _plan(self, chunks, indices):
+    def _plan(self, chunks, indices, mode):
         start = time.monotonic()
         return [_Call(address, actor, n, positions, [indices[p] for p in positions],
-                      self.call_deadline(len(positions), start))
+                      self.call_deadline(len(positions), start, mode))
                 for n, ((address, (_, actor)), positions) in enumerate(zip(self.actors.items(), chunks))]
 
-    def _collect(self, call, outcome, results, indices, failures):
+    def _collect(self, call, outcome, results, indices, failures, mode):
         """Store a call's results; the positions to compute again when its worker died or hung."""
         lost = isinstance(outcome, OSError) and not hasattr(outcome, "remote_traceback")  # not the user's
         if lost:  # the worker is gone (CommClosedError) or hung (TimeoutError)
@@ -317,7 +307,7 @@ class DaskBackend(Backend):
                 failures[index] = failures.get(index, 0) + 1
                 if failures[index] >= self.max_crashes:
                     if hung:
-                        raise SampleTimeoutError(index, failures[index], self.timeout())
+                        raise SampleTimeoutError(index, failures[index], self.timeout(mode))
                     raise SampleCrashError(index, failures[index], None)
             return call.positions
         if isinstance(outcome, BaseException):

@@ -38,7 +38,6 @@ import collections
 import multiprocessing
 import os
 import signal
-import statistics
 import sys
 import time
 import warnings
@@ -49,7 +48,7 @@ import cloudpickle
 
 from minigrad.checks import positive_int
 
-from .backend import Backend
+from .backend import Backend, SampleTimeout
 from .errors import SampleCrashError, SampleTimeoutError, WorkerError
 from .protocol import AddDataset, Compute, Computed, Failed, LoadPayload, Ready, UseBlocks
 from .replica import SampleResult
@@ -58,9 +57,6 @@ from .rss import rss_bytes
 from .worker import worker_main
 
 WAIT_SECONDS = 0.5
-TIMEOUT_FLOOR_SECONDS = 30.0
-TIMEOUT_MEDIANS = 100
-RECENT_SAMPLES = 64
 FORKSERVER_PRELOAD = ["parallel.worker", "parallel.replica", "parallel.shared_blocks", "minigrad", "minigrad.nn",
                       "numpy", "cloudpickle"]
 
@@ -118,10 +114,10 @@ class _Slot:
 class _Job:
     """One ``run``: the samples, the positions still to hand out, and the results so far."""
 
-    def __init__(self, number, mode, key, indices, epoch, version):
+    def __init__(self, number, mode, key, indices, epoch, version, limit):
         self.number, self.mode, self.key, self.indices = number, mode, key, indices
         self.epoch, self.version = epoch, version
-        self.limit = None  # seconds a sample may run (None: no watchdog)
+        self.limit = limit  # seconds a sample may run, fixed when the job starts (None: no watchdog)
         self.queue = collections.deque(range(len(indices)))
         self.results = [None] * len(indices)
         self.remaining = len(indices)
@@ -142,11 +138,7 @@ class ProcessBackend(Backend):
     def __init__(self, workers, start_method=None, max_crashes=3, log=None, sample_timeout=None, on_event=None):
         positive_int("workers", workers)
         positive_int("max_crashes", max_crashes)
-        if sample_timeout is not None and (isinstance(sample_timeout, bool) or
-                                           not isinstance(sample_timeout, (int, float)) or
-                                           not sample_timeout >= 0 or sample_timeout == float("inf")):
-            raise ValueError(f"Expected sample_timeout to be a finite number of seconds >= 0 or None, "
-                             f"got {sample_timeout!r}")
+        self.watchdog = SampleTimeout(sample_timeout)
         cpus = available_cpus()
         if workers > cpus:
             warnings.warn(f"{workers} workers on {cpus} CPUs: they will share the CPUs", RuntimeWarning,
@@ -157,7 +149,6 @@ class ProcessBackend(Backend):
         self.workers = workers
         self.start_method = method
         self.max_crashes = max_crashes
-        self.sample_timeout = sample_timeout
         self.log = log or (lambda line: print(line, file=sys.stderr, flush=True))
         self.on_event = on_event
         self.restarts = 0
@@ -174,8 +165,6 @@ class ProcessBackend(Backend):
         self._job = 0
         self._crashes = {}
         self._start_failures = 0
-        self._recent = {"train": collections.deque(maxlen=RECENT_SAMPLES),
-                        "eval": collections.deque(maxlen=RECENT_SAMPLES)}
 
     # ---- lifecycle ----
 
@@ -304,8 +293,7 @@ class ProcessBackend(Backend):
                 self._start_all()  # stopped after an error or an interruption: a fresh pool
             self._prepare_blocks(params, len(indices) if mode == "train" else 0)
             self._job += 1
-            job = _Job(self._job, mode, key, indices, epoch, self._version)
-            job.limit = self.timeout(mode)  # fixed for the job: the median of the samples before it
+            job = _Job(self._job, mode, key, indices, epoch, self._version, self.timeout(mode))
             self._replace_dead_idle(job)
             for slot in self._slots:
                 self._give_next(slot, job)
@@ -379,7 +367,7 @@ class ProcessBackend(Backend):
             job.results[msg.position] = SampleResult(msg.index, msg.loss, msg.prediction, grad, msg.seconds,
                                                      slot.worker_id, msg.started)
             job.remaining -= 1
-            self._recent[job.mode].append(msg.seconds)
+            self.watchdog.record(job.mode, msg.seconds)
             self._crashes.pop((job.key, msg.index), None)
             slot.position = slot.given_at = None
             self._give_next(slot, job)
@@ -398,13 +386,8 @@ class ProcessBackend(Backend):
     # ---- the watchdog ----
 
     def timeout(self, mode):
-        """Seconds a ``mode`` sample may run: ``sample_timeout``, or the larger of 30 s and 100x the
-        median of recent samples; None when off."""
-        if self.sample_timeout is not None:
-            return self.sample_timeout or None
-        recent = self._recent[mode]
-        median = statistics.median(recent) if recent else 0.0
-        return max(TIMEOUT_FLOOR_SECONDS, TIMEOUT_MEDIANS * median)
+        """Seconds a ``mode`` sample may run (``SampleTimeout``); None when off."""
+        return self.watchdog.limit(mode)
 
     def _seconds_to_deadline(self, job):
         limit = job.limit

@@ -193,7 +193,8 @@ def test_the_sample_timeout_is_checked():
 def test_the_default_timeout_is_30_s_or_100_medians():
     backend = DaskBackend()
     assert backend.timeout() == 30.0
-    backend.recent_seconds = [0.2, 0.5, 0.4]
+    for seconds in (0.2, 0.5, 0.4):
+        backend.watchdog.record("train", seconds)
     assert backend.timeout() == pytest.approx(40.0)
     assert DaskBackend(sample_timeout=0).timeout() is None
     assert DaskBackend(sample_timeout=5).timeout() == 5

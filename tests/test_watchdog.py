@@ -78,7 +78,8 @@ def test_evaluation_is_watched_too(tmp_path):
 def test_the_default_timeout_is_the_larger_of_30_s_and_100_medians():
     backend = ProcessBackend(1, sample_timeout=None)
     assert backend.timeout("train") == 30.0
-    backend._recent["train"].extend([0.2, 0.5, 0.4])
+    for seconds in (0.2, 0.5, 0.4):
+        backend.watchdog.record("train", seconds)
     assert backend.timeout("train") == pytest.approx(40.0)
     assert backend.timeout("eval") == 30.0
     assert ProcessBackend(1, sample_timeout=0).timeout("train") is None
