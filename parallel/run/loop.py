@@ -208,17 +208,17 @@ class Run:
         model = self.trainer.model
         weights = model.state_dict().get("conv.0.weight")
         evaluation = self.last_evaluation
-        pictures = [("training.png", lambda p: plot_training(train_rows, test_rows, p, self.steps_per_epoch)),
-                    ("timeline.png", lambda p: self.timeline.plot(p, quiet=True)),
-                    ("filters.png", lambda p: weights is not None and plot_filters(weights, p))]
+        pictures = [(["training.png"], lambda p: plot_training(train_rows, test_rows, p, self.steps_per_epoch)),
+                    (["timeline.png"], lambda p: self.timeline.plot(p, quiet=True)),
+                    (["filters.png"], lambda p: weights is not None and plot_filters(weights, p))]
         if evaluation is not None and evaluation.confusion is not None and hasattr(self.test, "images"):
-            pictures.append(("mistakes.png, confusion.png",
+            pictures.append((["mistakes.png", "confusion.png"],  # one pass of the model draws both
                              lambda p: plot_evaluation(self.out, model, self.test, evaluation)))
-        for name, draw in pictures:
-            path = os.path.join(self.out, name.split(",")[0])
+        for names, draw in pictures:
+            path = os.path.join(self.out, names[0])
             try:
                 if draw(path):
-                    drawn.append(name)
+                    drawn.extend(names)
             except OSError as e:
                 raise RunWriteError(path, e) from None
         return drawn

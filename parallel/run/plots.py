@@ -110,12 +110,6 @@ def first_mistakes(predictions, labels, limit=64):
     return [i for _, i in zip(range(limit), wrong)]
 
 
-def _write_png(fig, path):
-    from minigrad.atomic_file import atomic_write
-    with atomic_write(path) as f:
-        fig.savefig(f, format="png", dpi=100)
-
-
 def plot_mistakes(images, labels, predictions, scores, path, total=None, title="Misclassified digits"):
     """A grid of digits (each 2-D, or 1xHxW) titled ``true->predicted`` and the score of the prediction.
 
@@ -142,7 +136,7 @@ def plot_mistakes(images, labels, predictions, scores, path, total=None, title="
     fig.suptitle(f"{title}: {shown}, as the model saw them\n"
                  f"true\u2192predicted, and {SCORE_NOTE}", fontsize=9)
     fig.tight_layout()
-    _write_png(fig, path)
+    _save(fig, path)
     plt.close(fig)
     return True
 
@@ -170,7 +164,7 @@ def plot_confusion(confusion, path, title="Confusion matrix"):
     ax.tick_params(length=0)
     fig.colorbar(image, ax=ax, fraction=0.046, pad=0.04, label="count (log scale)")
     fig.tight_layout()
-    _write_png(fig, path)
+    _save(fig, path)
     plt.close(fig)
     return True
 
