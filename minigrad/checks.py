@@ -5,7 +5,7 @@ import numbers
 
 def positive_int(name, value):
     """``value`` if it is an int >= 1 (a bool is not), else ValueError."""
-    return int_at_least(name, value, 1)
+    return int_at_least(name, value, 1, "a positive integer")
 
 
 def is_finite_real(x):
@@ -19,8 +19,8 @@ def is_finite_real(x):
         return False
 
 
-def int_at_least(name, value, least):
+def int_at_least(name, value, least, what=None):
+    """``value`` if it is an int >= ``least`` (a bool is not), else ValueError."""
     if isinstance(value, bool) or not isinstance(value, int) or value < least:
-        what = "a positive integer" if least == 1 else f"an integer >= {least}"
-        raise ValueError(f"Expected {name} to be {what}, got {value!r}")
+        raise ValueError(f"Expected {name} to be {what or f'an integer >= {least}'}, got {value!r}")
     return value

@@ -18,7 +18,7 @@ gradient, left by ``backward(create_graph=True)``, is read as its float.
 import math
 from abc import ABC, abstractmethod
 
-from .checks import is_finite_real
+from .checks import int_at_least, is_finite_real
 from .core import Value
 from .schedule import lr_at  # noqa: F401  (re-exported: schedules go with optimizers)
 
@@ -78,9 +78,7 @@ class Optimizer(ABC):
         if sd.get("type") != kind:
             raise ValueError(f"Expected optimizer state of type {kind!r}, got {sd.get('type')!r}")
         _check_keys("optimizer state", sd, ["type", "hyperparameters", "step", "state"])
-        step = sd["step"]
-        if isinstance(step, bool) or not isinstance(step, int) or step < 0:
-            raise ValueError(f"Expected step to be an integer >= 0, got {step!r}")
+        step = int_at_least("step", sd["step"], 0)
         hyper = sd["hyperparameters"]
         _check_keys("hyperparameters", hyper, list(self.hyperparameters()))
         type(self)(self.params, **hyper)  # the constructor validates them

@@ -13,6 +13,8 @@ the step alone, the schedule needs no state of its own to resume from a checkpoi
 """
 import math
 
+from .checks import int_at_least
+
 
 def constant(base_lr, step, total_steps=None):
     return base_lr
@@ -40,14 +42,14 @@ def lr_at(schedule, base_lr, step, total_steps=None, **options):
         raise ValueError(f"Expected options of the {schedule!r} schedule among "
                          f"{list(_OPTIONS[schedule])}, got {unknown}")
     _check_number("base_lr", base_lr)
-    _check_count("step", step, 0)
+    int_at_least("step", step, 0)
     if schedule == "cosine":
-        _check_count("total_steps", total_steps, 1)
+        int_at_least("total_steps", total_steps, 1)
         if step > total_steps:
             raise ValueError(f"Expected step <= total_steps ({total_steps}), got {step}")
         _check_number("eta_min", options.get("eta_min", 0.0))
     if schedule == "step":
-        _check_count("step_size", options.get("step_size"), 1)
+        int_at_least("step_size", options.get("step_size"), 1)
         _check_number("gamma", options.get("gamma", 0.1))
     return SCHEDULES[schedule](base_lr, step, total_steps, **options)
 
@@ -57,6 +59,3 @@ def _check_number(name, x):
         raise ValueError(f"Expected {name} to be a finite number >= 0, got {x!r}")
 
 
-def _check_count(name, n, least):
-    if isinstance(n, bool) or not isinstance(n, int) or n < least:
-        raise ValueError(f"Expected {name} to be an integer >= {least}, got {n!r}")

@@ -7,6 +7,8 @@ the position in it, so a resumed run continues with the very next sample.
 """
 import random
 
+from minigrad.checks import int_at_least, positive_int
+
 
 def epoch_order(n, seed, epoch):
     order = list(range(n))
@@ -18,9 +20,8 @@ class DataOrder:
     """Batches of sample indices, epoch after epoch; advances only when a step commits."""
 
     def __init__(self, n, batch_size, seed):
-        for name, v in (("dataset size", n), ("batch_size", batch_size)):
-            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
-                raise ValueError(f"Expected {name} to be a positive integer, got {v!r}")
+        positive_int("dataset size", n)
+        positive_int("batch_size", batch_size)
         self.n, self.batch_size, self.seed = n, batch_size, seed
         self.epoch, self.position = 0, 0
         self.order = epoch_order(n, seed, 0)
@@ -59,6 +60,5 @@ class DataOrder:
             raise ValueError(f"Expected the data order to be a permutation of range({self.n})")
         if isinstance(position, bool) or not isinstance(position, int) or not 0 <= position < self.n:
             raise ValueError(f"Expected a data position in [0, {self.n}), got {position!r}")
-        if isinstance(epoch, bool) or not isinstance(epoch, int) or epoch < 0:
-            raise ValueError(f"Expected a data epoch >= 0, got {epoch!r}")
+        int_at_least("data epoch", epoch, 0)
         self.seed, self.epoch, self.position, self.order = state.get("seed"), epoch, position, list(order)
