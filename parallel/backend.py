@@ -46,6 +46,14 @@ class SampleTimeout:
         return max(self.FLOOR_SECONDS, self.MEDIANS * self.median(mode))
 
 
+class Results(list):
+    """What ``run`` returns: one ``SampleResult`` per index, in the order of the indices; ``grads``
+    is the gradients stacked as a 2-D array in that order, when the backend has them that way
+    (the pool's slab), else None."""
+
+    grads = None
+
+
 class Backend(ABC):
     """Runs ``Replica.compute`` for many samples; ``with backend:`` closes it."""
 

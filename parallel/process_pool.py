@@ -1,40 +1,50 @@
-"""ProcessBackend: persistent worker processes on multiprocessing Process + Pipe + shared memory.
+"""ProcessBackend: persistent worker processes that take a step's samples themselves.
 
 Built by hand rather than on ``multiprocessing.Pool`` (hangs when a worker dies) or
 ``concurrent.futures.ProcessPoolExecutor`` (marks itself broken, and on PyPy fails at
-submit() under spawn/forkserver). How a step flows::
+submit() under spawn/forkserver), and without a message per sample: a message costs the
+parent a wake-up, and the parent is one process however many workers there are. How a
+step flows::
 
-    parent                                                 |  worker k (one process each)
-                                                           |
-    params block  <- the parameters, once per step         |  (shared memory, mapped by all)
-    queue of positions 0..n-1 of the batch                 |
-    each idle worker: Compute(index, position, version) ---+--> copy the params block into the
-                                                           |    model if version changed; forward,
-                                                           |    loss, backward; gradient ->
-    gradient slab <----------------------------------------+--- slab row ``position``
-    wait(pipes + process sentinels, until a deadline) <----+--- Computed(position, loss, ...)
-      Computed -> results[position]; that worker takes     |
-                  the next position from the queue         |
-      sentinel -> worker died: replace it, requeue the     |
-                  one sample it owed                       |
-      deadline -> a sample ran past sample_timeout: kill   |
-                  its worker (SIGKILL), replace, requeue   |
-      Failed(traceback) -> WorkerError, stop all           |
-    the trainer sums slab rows 0..n-1 in batch order       |
+    parent                                                |  worker k (one process each)
+                                                          |
+    params block  <- the parameters, once per step        |  (shared memory, mapped by all)
+    board  <- the job, under the board's lock: indices,   |
+              n, parameter version, claimed = 0           |
+    wake-up semaphore, released once per idle worker -----+--> wakes; under the lock: mark
+                                                          |    its last position done, claim
+                                                          |    the next (a requeued one first);
+                                                          |    heartbeat slot <- (position, now)
+                                                          |    copy the params block into the
+                                                          |    model if the version is new;
+                                                          |    forward, loss, backward;
+    gradient slab <---------------------------------------+--- gradient -> slab row ``position``
+    records <---------------------------------------------+--- loss, prediction, seconds, worker
+                                                          |    ... claims again; with none left,
+                                                          |    sleeps on the semaphore
+    wait(pipes + process sentinels, until a deadline) <---+--- StepDone from whoever finished
+      StepDone -> the job is done: read the records       |    the last position
+      sentinel -> worker died: replace it; under the      |
+                  lock, requeue what it had claimed       |
+                  (``board.recover``)                     |
+      deadline -> a heartbeat older than sample_timeout:  |
+                  SIGKILL that worker, as above           |
+      Failed(traceback) -> WorkerError, stop all          |
+    the trainer sums slab rows 0..n-1 in batch order      |
 
-A worker takes one sample at a time and the next as soon as it answers, so a slow or
-oversubscribed worker never leaves the others idle, and whoever computes a sample, its
-gradient lands in the row of its position in the batch: the reduction, and so every
-bit, is the same for any number of workers. The pipes carry only indices, positions,
-losses, predictions and timings. A sample that kills or hangs ``max_crashes`` workers in
-a row raises ``SampleCrashError`` / ``SampleTimeoutError``; an exception in a worker
-raises ``WorkerError`` with the worker's traceback. Either way, and on Ctrl-C, every
-worker is stopped before the error leaves ``run``.
+A worker holds one sample at a time and claims the next only when it is done, so a slow
+or oversubscribed worker never holds samples the others could take, and whoever computes
+a sample, its gradient lands in the row of its position in the batch: the reduction, and
+so every bit, is the same for any number of workers. The parent wakes once per step
+(plus once per death), whatever the batch size. The pipes carry the payload, datasets,
+block handles and the end of each job. A sample that kills or hangs ``max_crashes``
+workers in a row raises ``SampleCrashError`` / ``SampleTimeoutError``; an exception in a
+worker raises ``WorkerError`` with the worker's traceback. Either way, and on Ctrl-C,
+every worker is stopped before the error leaves ``run``.
 
-The parent owns the shared blocks (parameters, slab, datasets placed by
+The parent owns the shared blocks (board, parameters, slab, datasets placed by
 ``add_dataset``) and removes them on every way out (see ``parallel.shared_blocks``).
 """
-import collections
 import multiprocessing
 import os
 import signal
@@ -48,17 +58,19 @@ import cloudpickle
 
 from minigrad.checks import positive_int
 
-from .backend import Backend, SampleTimeout
+from . import board
+from .backend import Backend, Results, SampleTimeout
 from .errors import SampleCrashError, SampleTimeoutError, WorkerError
-from .protocol import AddDataset, Compute, Computed, Failed, LoadPayload, Ready, UseBlocks
+from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
 from .replica import SampleResult
-from .shared_blocks import SharedBlock, SharedDataset
 from .rss import rss_bytes
+from .shared_blocks import SharedBlock, SharedDataset
 from .worker import worker_main
 
 WAIT_SECONDS = 0.5
-FORKSERVER_PRELOAD = ["parallel.worker", "parallel.replica", "parallel.shared_blocks", "minigrad", "minigrad.nn",
-                      "numpy", "cloudpickle"]
+LOCK_RETRY_SECONDS = 0.001
+FORKSERVER_PRELOAD = ["parallel.worker", "parallel.board", "parallel.replica", "parallel.shared_blocks", "minigrad",
+                      "minigrad.nn", "numpy", "cloudpickle"]
 
 
 def available_cpus():
@@ -96,13 +108,11 @@ def _release(process):
 
 
 class _Slot:
-    """One worker process, its pipe, and the sample it is computing (a position in the batch)."""
+    """One worker process and its pipe; its heartbeat is slot ``worker_id`` of the board's header."""
 
     def __init__(self, worker_id, process, conn):
         self.worker_id, self.process, self.conn = worker_id, process, conn
         self.pid = process.pid
-        self.position = None  # the sample it owes, or None when idle
-        self.given_at = None  # when it started on that sample (None until it is ready)
         self.ready = False
         self.dead = False
         self.timed_out = None  # the timeout (seconds) it was killed for
@@ -112,18 +122,13 @@ class _Slot:
 
 
 class _Job:
-    """One ``run``: the samples, the positions still to hand out, and the results so far."""
+    """One ``run``: the samples, and the predictions that came through the pipes."""
 
     def __init__(self, number, mode, key, indices, epoch, version, limit):
         self.number, self.mode, self.key, self.indices = number, mode, key, indices
         self.epoch, self.version = epoch, version
         self.limit = limit  # seconds a sample may run, fixed when the job starts (None: no watchdog)
-        self.queue = collections.deque(range(len(indices)))
-        self.results = [None] * len(indices)
-        self.remaining = len(indices)
-
-    def task(self, position):
-        return Compute(self.number, self.mode, self.key, self.indices[position], position, self.epoch, self.version)
+        self.predictions = {}  # position -> a prediction that is not a number
 
 
 class ProcessBackend(Backend):
@@ -154,13 +159,15 @@ class ProcessBackend(Backend):
         self.restarts = 0
         self.bytes_sent = self.bytes_received = 0  # through the pipes, pickled
         self.wait_seconds = 0.0  # blocked waiting for workers
+        self.wakeups = 0  # times the parent woke while waiting for a job
         self._ctx = multiprocessing.get_context(method)
         if method == "forkserver":
             self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         self._slots = []
         self._payload = None
-        self._datasets = {}  # key -> (blob, SharedDataset or None)
-        self._params = self._slab = None
+        self._datasets = {}  # key -> (number, blob, SharedDataset or None)
+        self._header = self._records = self._params = self._slab = None
+        self._wake = None
         self._version = 0
         self._job = 0
         self._crashes = {}
@@ -174,21 +181,25 @@ class ProcessBackend(Backend):
         self._start_all()
 
     def _start_all(self):
+        self._header = board.Header.create(self.workers)
+        self._wake = self._ctx.Semaphore(0)
         for i in range(self.workers):  # all start before any is fed; close() sees each one at once
             self._slots.append(self._launch(i))
         for slot in self._slots:
             self._introduce(slot)
 
     def _launch(self, worker_id):
+        self._header.reset_slot(worker_id)
         parent_conn, child_conn = self._ctx.Pipe(duplex=True)
-        process = self._ctx.Process(target=worker_main, args=(child_conn, worker_id), daemon=True,
-                                    name=f"minigrad-worker-{worker_id}")
+        process = self._ctx.Process(target=worker_main, daemon=True, name=f"minigrad-worker-{worker_id}",
+                                    args=(child_conn, worker_id, self._header.block.handle, self.workers, self._wake))
         process.start()
         child_conn.close()
         return _Slot(worker_id, process, parent_conn)
 
     def _introduce(self, slot):
-        messages = [LoadPayload(self._payload)] + [AddDataset(key, blob) for key, (blob, _) in self._datasets.items()]
+        messages = [LoadPayload(self._payload)]
+        messages += [AddDataset(key, number, blob) for key, (number, blob, _) in self._datasets.items()]
         if self._params is not None:
             messages.append(self._blocks_message())
         for msg in messages:
@@ -198,6 +209,8 @@ class ProcessBackend(Backend):
     def _send(self, slot, msg):
         data = ForkingPickler.dumps(msg)  # what Connection.send does, counted
         self.bytes_sent += len(data)
+        words = self._header.words
+        words[self._header.slot(slot.worker_id, board.MESSAGES)] += 1  # counted first: the worker waits for it
         try:
             slot.conn.send_bytes(data)
         except OSError:
@@ -209,12 +222,13 @@ class ProcessBackend(Backend):
         shared = SharedDataset.of(dataset) if type(dataset) is Dataset else None
         blob = cloudpickle.dumps(shared if shared is not None else dataset)
         self._forget_dataset(key)
-        self._datasets[key] = (blob, shared)
+        number = 1 + max((n for n, _, _ in self._datasets.values()), default=-1)
+        self._datasets[key] = (number, blob, shared)
         for slot in self._slots:
-            self._send(slot, AddDataset(key, blob))
+            self._send(slot, AddDataset(key, number, blob))
 
     def _forget_dataset(self, key):
-        _, shared = self._datasets.pop(key, (None, None))
+        _, _, shared = self._datasets.pop(key, (None, None, None))
         if shared is not None:
             shared.release()
 
@@ -226,11 +240,15 @@ class ProcessBackend(Backend):
         self._payload = None
 
     def _stop_workers(self, grace=1.0):
-        """Stop every worker and remove the parameter block and the slab; the payload and the
-        datasets stay, so the next ``run`` starts a fresh pool (after an error or a signal)."""
+        """Stop every worker and remove the board, the parameter block and the slab; the payload
+        and the datasets stay, so the next ``run`` starts a fresh pool (after an error or a signal)."""
         slots, self._slots = self._slots, []
+        if self._header is not None:
+            self._header.words[board.SHUTDOWN] = 1
+            for _ in slots:
+                self._wake.release()  # an idle worker wakes, reads the shutdown word and exits
         for slot in slots:
-            slot.conn.close()  # EOF: an idle worker exits at once
+            slot.conn.close()  # EOF: a worker waiting to be stopped exits at once
         deadline = time.monotonic() + grace
         for slot in slots:
             slot.process.join(max(0.0, deadline - time.monotonic()))
@@ -243,10 +261,11 @@ class ProcessBackend(Backend):
                 slot.process.kill()
                 slot.process.join(1.0)
             _release(slot.process)
-        for block in (self._params, self._slab):
+        for block in (self._header, self._records, self._params, self._slab):
             if block is not None:
                 block.release()
-        self._params = self._slab = None
+        self._header = self._records = self._params = self._slab = None
+        self._wake = None
 
     def memory(self):
         return [slot.rss() for slot in self._slots]
@@ -257,9 +276,10 @@ class ProcessBackend(Backend):
     # ---- the shared blocks ----
 
     def _blocks_message(self):
-        return UseBlocks(self._params.handle, self._slab.handle if self._slab is not None else None)
+        return UseBlocks(self._params.handle, self._slab.handle if self._slab is not None else None,
+                         self._records.block.handle)
 
-    def _prepare_blocks(self, params, rows):
+    def _prepare_blocks(self, params, rows, n):
         """Write ``params`` into the parameter block; grow the blocks (and tell the workers) when needed."""
         import numpy as np
         values = params if isinstance(params, np.ndarray) else np.frombuffer(params, dtype=np.float64)
@@ -267,16 +287,20 @@ class ProcessBackend(Backend):
         grow_params = self._params is None or self._params.array.shape != (size,)
         grow_slab = rows and (self._slab is None or self._slab.array.shape[0] < rows or
                               self._slab.array.shape[1] != size)
-        if grow_params or grow_slab:
-            old = [b for b in ((self._params if grow_params else None), (self._slab if grow_slab else None)) if b]
+        grow_records = self._records is None or self._records.capacity < n
+        if grow_params or grow_slab or grow_records:
+            old = [b for b, grow in ((self._params, grow_params), (self._slab, grow_slab),
+                                     (self._records, grow_records)) if grow and b is not None]
             if grow_params:
                 self._params = SharedBlock.create((size,))
             if grow_slab:
                 self._slab = SharedBlock.create((rows, size))
+            if grow_records:
+                self._records = board.Records.create(max(n, 64))
             for slot in self._slots:
                 self._send(slot, self._blocks_message())
             for block in old:
-                block.release()  # workers map the new ones before their next sample
+                block.release()  # workers map the new ones before they claim again
         self._params.array[:] = values
         self._version += 1
 
@@ -285,34 +309,61 @@ class ProcessBackend(Backend):
     def run(self, mode, params, key, indices, epoch=0):
         indices = list(indices)
         if not indices:
-            return []
+            return Results()
         if self._payload is None:
             raise RuntimeError("ProcessBackend.run before start")
         try:
             if not self._slots:
                 self._start_all()  # stopped after an error or an interruption: a fresh pool
-            self._prepare_blocks(params, len(indices) if mode == "train" else 0)
+            n = len(indices)
+            self._prepare_blocks(params, n if mode == "train" else 0, n)
             self._job += 1
             job = _Job(self._job, mode, key, indices, epoch, self._version, self.timeout(mode))
-            self._replace_dead_idle(job)
-            for slot in self._slots:
-                self._give_next(slot, job)
-            while job.remaining:
+            self._replace_dead_idle()
+            self._lock_board(job)
+            try:
+                board.publish(self._header, self._records, job.number, mode, self._datasets[key][0], indices,
+                              epoch, job.version)
+            finally:
+                self._header.unlock()
+            for _ in range(min(n, len(self._slots))):
+                self._wake.release()
+            words = self._header.words
+            while words[board.FINISHED] < n or len(job.predictions) < self._other_predictions(n):
                 self._wait_once(job)
         except BaseException:
             self._stop_workers(grace=0.2)
             raise
-        return job.results
+        if self._crashes:  # a sample that completed is no longer a suspect
+            for index in indices:
+                self._crashes.pop((key, index), None)
+        return self._results(job)
 
-    def _give_next(self, slot, job):
-        if slot.position is not None or not job.queue or slot.dead:
-            return
-        slot.position = job.queue.popleft()
-        slot.given_at = time.monotonic() if slot.ready else None
-        self._send(slot, job.task(slot.position))
+    def _other_predictions(self, n):
+        if self._records is None:
+            return 0
+        return board.read_ints(self._records.prediction_kind, n).count(board.PREDICTION_OTHER)
+
+    def _results(self, job):
+        records, n = self._records, len(job.indices)
+        loss, started, seconds = (board.read_floats(a, n) for a in (records.loss, records.started, records.seconds))
+        workers, kinds, ints = (board.read_ints(a, n) for a in (records.worker, records.prediction_kind,
+                                                              records.prediction_int))
+        floats = board.read_floats(records.prediction_float, n)
+        predictions = [ints[p] if kind == board.PREDICTION_INT else floats[p] if kind == board.PREDICTION_FLOAT
+                       else bool(ints[p]) if kind == board.PREDICTION_BOOL else job.predictions[p]
+                       for p, kind in enumerate(kinds)]
+        grads = self._slab.array[:n] if job.mode == "train" else None
+        for mode_seconds in seconds:
+            self.watchdog.record(job.mode, mode_seconds)
+        results = Results(SampleResult(index, loss[p], predictions[p], grads[p] if grads is not None else None,
+                                       seconds[p], workers[p], started[p])
+                          for p, index in enumerate(job.indices))
+        results.grads = grads
+        return results
 
     def _wait_once(self, job):
-        """Handle whatever is ready (results, errors, deaths, overdue samples)."""
+        """Handle whatever is ready (the end of the job, errors, deaths, overdue samples)."""
         owner = {}
         for slot in self._slots:
             owner[slot.conn] = slot
@@ -320,21 +371,19 @@ class ProcessBackend(Backend):
         started = time.perf_counter()
         ready = wait(list(owner), timeout=self._seconds_to_deadline(job))
         self.wait_seconds += time.perf_counter() - started
+        self.wakeups += 1
         for obj in ready:
             slot = owner[obj]
             if slot not in self._slots:
                 continue  # already replaced in this round
             if obj is slot.conn:
                 self._receive(slot, job)  # one message; wait() reports the pipe again if there is more
-            else:  # the process ended: take what it sent before it died, then replace it
+            else:  # the process ended: take what it sent before it died
                 self._drain(slot, job)
                 slot.dead = True
-            if slot.dead:
-                self._replace(slot, job)
         self._kill_overdue(job)
-        for slot in list(self._slots):
-            if slot.dead:  # a failed send marks a slot without waking wait()
-                self._replace(slot, job)
+        if any(slot.dead for slot in self._slots):  # a failed send marks a slot without waking wait()
+            self._recover(job)
 
     def _receive(self, slot, job):
         try:
@@ -357,25 +406,14 @@ class ProcessBackend(Backend):
             self._receive(slot, job)
 
     def _handle(self, slot, msg, job):
-        if isinstance(msg, Computed):
-            if job is None or msg.job != job.number:
-                return  # a late answer to an abandoned job
-            if msg.position != slot.position or job.indices[msg.position] != msg.index:
-                raise RuntimeError(f"Worker {slot.worker_id} answered sample {msg.index} at position "
-                                   f"{msg.position}, expected position {slot.position}")
-            grad = self._slab.array[msg.position] if job.mode == "train" else None
-            job.results[msg.position] = SampleResult(msg.index, msg.loss, msg.prediction, grad, msg.seconds,
-                                                     slot.worker_id, msg.started)
-            job.remaining -= 1
-            self.watchdog.record(job.mode, msg.seconds)
-            self._crashes.pop((job.key, msg.index), None)
-            slot.position = slot.given_at = None
-            self._give_next(slot, job)
+        if isinstance(msg, StepDone):
+            return  # the loop in ``run`` reads the board
+        if isinstance(msg, Prediction):
+            if job is not None and msg.job == job.number:
+                job.predictions[msg.position] = msg.value
         elif isinstance(msg, Ready):
             slot.ready = True
             self._start_failures = 0
-            if slot.position is not None:
-                slot.given_at = time.monotonic()  # its clock starts now that the payload is loaded
         elif isinstance(msg, Failed):
             where = f" at sample {msg.index}" if msg.index is not None else " while loading the payload"
             raise WorkerError(f"Worker {slot.worker_id} (pid {slot.pid}) raised an exception{where}",
@@ -383,16 +421,40 @@ class ProcessBackend(Backend):
         else:
             raise RuntimeError(f"Unknown message {type(msg).__name__} from worker {slot.worker_id}")
 
+    # ---- the board's lock, for the parent ----
+
+    def _lock_board(self, job):
+        """Take the board's lock without ever blocking on it: a worker stopped while holding it
+        is found by the watchdog (its heartbeat says it is claiming) and killed."""
+        while not self._header.try_lock():
+            time.sleep(LOCK_RETRY_SECONDS)
+            if job is not None:
+                self._kill_overdue(job)
+            for slot in self._slots:
+                if not slot.dead and not slot.process.is_alive():
+                    slot.dead = True
+
     # ---- the watchdog ----
 
     def timeout(self, mode):
         """Seconds a ``mode`` sample may run (``SampleTimeout``); None when off."""
         return self.watchdog.limit(mode)
 
+    def _heartbeats(self):
+        """``(slot, state, since)`` of every live worker that is computing or claiming."""
+        header = self._header
+        words, since = header.words, header.since
+        for slot in self._slots:
+            state = words[header.slot(slot.worker_id, board.STATE)]
+            if not slot.dead and state in (board.RUNNING, board.CLAIMING):
+                yield slot, state, since[slot.worker_id]
+
     def _seconds_to_deadline(self, job):
         limit = job.limit
-        started = [s.given_at for s in self._slots if s.given_at is not None]
-        if limit is None or not started:
+        if limit is None:
+            return WAIT_SECONDS
+        started = [since for _, _, since in self._heartbeats()]
+        if not started:
             return WAIT_SECONDS
         return min(WAIT_SECONDS, max(0.0, min(started) + limit - time.monotonic()))
 
@@ -401,31 +463,67 @@ class ProcessBackend(Backend):
         if limit is None:
             return
         now = time.monotonic()
-        for slot in list(self._slots):
-            if slot.given_at is not None and now - slot.given_at > limit and slot in self._slots:
-                self._event("timeout", worker=slot.worker_id, pid=slot.pid, index=job.indices[slot.position],
-                            seconds=now - slot.given_at)
-                slot.timed_out = limit
-                try:
-                    os.kill(slot.pid, signal.SIGKILL)  # works on a stopped process too
-                except ProcessLookupError:
-                    pass
-                self._replace(slot, job)
+        for slot, state, since in list(self._heartbeats()):
+            if now - since <= limit or slot.dead:
+                continue
+            if state == board.CLAIMING:  # waiting for the board's lock longer than a sample may run
+                holder = board.lock_holder(self._header.fd)
+                stuck = next((s for s in self._slots if s.pid == holder), slot)
+                self._kill(stuck, limit, None, now - since)
+            else:
+                position = self._header.words[self._header.slot(slot.worker_id, board.POSITION)]
+                self._kill(slot, limit, job.indices[position] if 0 <= position < len(job.indices) else None,
+                           now - since)
+
+    def _kill(self, slot, limit, index, seconds):
+        self._event("timeout", worker=slot.worker_id, pid=slot.pid, index=index, seconds=seconds)
+        slot.timed_out = limit
+        try:
+            os.kill(slot.pid, signal.SIGKILL)  # works on a stopped process too
+        except ProcessLookupError:
+            pass
+        slot.dead = True
 
     # ---- deaths ----
 
-    def _replace_dead_idle(self, job):
+    def _replace_dead_idle(self):
         for slot in list(self._slots):
             if slot.dead or not slot.process.is_alive():
                 self._drain(slot, None)
-                self._replace(slot, job)
+                slot.dead = True
+        if any(slot.dead for slot in self._slots):
+            self._recover(None)
 
-    def _replace(self, slot, job):
-        """Start a new worker in ``slot``'s place and requeue the sample the old one owed."""
-        slot.process.join(1.0)
+    def _recover(self, job):
+        """Replace every dead worker; under the board's lock, put back what they had claimed."""
+        for slot in self._slots:
+            if slot.dead:
+                slot.process.join(1.0)
+                if slot.process.is_alive():  # a broken pipe, but the process lives on: end it
+                    slot.process.kill()
+                    slot.process.join(1.0)
+        header, lost = self._header, []
+        if job is not None:
+            self._lock_board(job)
+            try:
+                live = [slot.worker_id for slot in self._slots if not slot.dead]
+                lost = board.recover(header, self._records, live)
+            finally:
+                header.unlock()
+        for slot in [s for s in self._slots if s.dead]:
+            position = None
+            if header.words[header.slot(slot.worker_id, board.STATE)] == board.RUNNING:
+                position = header.words[header.slot(slot.worker_id, board.POSITION)]
+            self._replace(slot, job, position if position in lost else None)
+        for position in lost:
+            self._event("recompute", index=job.indices[position], position=position)
+        for _ in range(min(len(lost), len(self._slots))):
+            self._wake.release()
+
+    def _replace(self, slot, job, position):
+        """Start a new worker in ``slot``'s place; ``position`` is the sample it was computing."""
         exitcode = slot.process.exitcode
         slot.conn.close()
-        position, slot.position, slot.given_at = slot.position, None, None
         where = ""
         if slot.timed_out is None and not slot.ready:  # it died loading the payload: no sample is to blame
             self._start_failures += 1
@@ -440,24 +538,18 @@ class ProcessBackend(Backend):
                     raise SampleTimeoutError(index, crashes, slot.timed_out)
                 raise SampleCrashError(index, crashes, exitcode)
             where = f" at sample {index}"
-            job.queue.appendleft(position)
         how = (f"ran past the {slot.timed_out:g} s sample timeout{where} and was killed" if slot.timed_out is not None
                else f"died with exit code {exitcode}{where}")
         self.log(f"worker {slot.worker_id} (pid {slot.pid}) {how}; restarting it"
                  + (" and recomputing that sample" if position is not None else ""))
         self._event("death", worker=slot.worker_id, pid=slot.pid, exitcode=exitcode,
                     timeout=slot.timed_out is not None)
-        if position is not None:
-            self._event("recompute", index=job.indices[position], position=position)
         self.restarts += 1
         new = self._launch(slot.worker_id)
         self._slots[self._slots.index(slot)] = new
         _release(slot.process)
         self._introduce(new)
         self._event("replacement", worker=new.worker_id, pid=new.pid)
-        if job is not None:
-            for idle in self._slots:
-                self._give_next(idle, job)
 
     def _event(self, name, **fields):
         if self.on_event is not None:

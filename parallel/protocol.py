@@ -1,23 +1,25 @@
 """The messages between the parent and a pool worker, one named type each (as CPython's
 ``_CallItem`` and ``_ResultItem``), so a reader of ``msg.index`` knows what it holds.
 
-Parent to worker, on the worker's pipe::
+The samples themselves do not travel as messages: a worker claims them on the board
+(``parallel.board``) and writes its results there. The pipes carry what happens once per
+worker or once per step.
+
+Parent to worker, on the worker's pipe (each one counted in the worker's heartbeat slot, so
+a worker reads what was sent before it claims another sample)::
 
     LoadPayload(blob)                   cloudpickled Payload; answered by Ready
-    AddDataset(key, blob)               cloudpickled dataset (or a SharedDataset: names only)
-    UseBlocks(params, slab)             SharedBlock handles of the parameters and the gradient slab
-    Compute(job, mode, key, index, position, epoch, version)
-                                        one sample: answered by Computed or Failed
+    AddDataset(key, number, blob)       cloudpickled dataset (or a SharedDataset: names only);
+                                        the board names it by ``number``
+    UseBlocks(params, slab, records)    SharedBlock handles of the parameters, the gradient
+                                        slab and the board's records
 
 Worker to parent::
 
     Ready(pid)
-    Computed(job, position, index, loss, prediction, started, seconds)
-                                        the gradient is already in the slab's row ``position``
+    StepDone(job)                       from the worker that finished the job's last position
+    Prediction(job, position, value)    a prediction that is not a number (before it is done)
     Failed(job, index, traceback)       an exception in user code; the worker waits to be stopped
-
-``version`` counts parameter updates: a worker copies the parameter block into its model
-only when the version it last read differs, once per step however many samples it takes.
 """
 from typing import NamedTuple, Optional
 
@@ -28,36 +30,28 @@ class LoadPayload(NamedTuple):
 
 class AddDataset(NamedTuple):
     key: str
+    number: int
     blob: bytes
 
 
 class UseBlocks(NamedTuple):
     params: object
     slab: object
-
-
-class Compute(NamedTuple):
-    job: int
-    mode: str
-    key: str
-    index: int
-    position: int
-    epoch: int
-    version: int
+    records: object
 
 
 class Ready(NamedTuple):
     pid: int
 
 
-class Computed(NamedTuple):
+class StepDone(NamedTuple):
+    job: int
+
+
+class Prediction(NamedTuple):
     job: int
     position: int
-    index: int
-    loss: float
-    prediction: object
-    started: float
-    seconds: float
+    value: object
 
 
 class Failed(NamedTuple):

@@ -10,6 +10,7 @@ row-major (torch's layout), so ``TensorLayout.split`` turns a buffer into
 import random
 import time
 from array import array
+from operator import attrgetter
 
 from minigrad import no_grad
 from minigrad.core import Value, flatten
@@ -146,7 +147,14 @@ class Replica:
             p.v = v
 
     def compute(self, mode, key, index, worker=0, epoch=0):
-        """Loss, prediction and (when training) the gradient of one sample; a training
+        """Loss, prediction and (when training) the gradient of one sample, as a ``SampleResult``."""
+        loss, prediction, started, seconds = self.run_sample(mode, key, index, epoch)
+        grad = self.gradient() if mode == "train" else None
+        return SampleResult(index, loss, prediction, grad, seconds, worker, started)
+
+    def run_sample(self, mode, key, index, epoch=0):
+        """``(loss, prediction, started, seconds)`` of one sample; when training, its gradient is
+        left in the parameters' ``.grad`` (``gradient()``, ``write_gradient(row)``). A training
         sample is augmented with ``augment_fn`` from ``sample_rng(seed, epoch, index)``."""
         start = time.perf_counter()  # reading and augmenting the sample is the worker's work too
         x, y = get_sample(self.datasets[key], index)
@@ -156,7 +164,6 @@ class Replica:
             with no_grad():
                 outputs = self.model(x)
                 loss = self.loss_fn(outputs, y)
-            grad = None
         else:
             for p in self.params:
                 p.grad = 0.0
@@ -165,8 +172,18 @@ class Replica:
             if not isinstance(loss, Value):
                 raise TypeError(f"Expected loss_fn to return a Value, got {type(loss).__name__}")
             loss.backward()
-            grad = array("d", [p.grad for p in self.params])
         prediction = self.predict_fn(outputs)
         loss = loss.v if isinstance(loss, Value) else float(loss)
         del outputs  # frees the graph: engine work, timed with it
-        return SampleResult(index, loss, prediction, grad, time.perf_counter() - start, worker, start)
+        return loss, prediction, start, time.perf_counter() - start
+
+    def gradient(self):
+        """The last training sample's gradient, in tensor order."""
+        return array("d", map(_grad, self.params))
+
+    def write_gradient(self, row):
+        """The last training sample's gradient into ``row`` (a float64 memoryview of the slab)."""
+        row[:] = array("d", map(_grad, self.params))
+
+
+_grad = attrgetter("grad")

@@ -321,8 +321,10 @@ class DataParallelTrainer:
         which adds them one after another exactly as a loop of ``+=`` does (tested), in a few
         numpy calls per step rather than a few per sample (each costs on PyPy).
         """
-        grads = np.array([r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
-                          for r in results])
+        grads = getattr(results, "grads", None)
+        if grads is None:
+            grads = np.array([r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
+                              for r in results])
         finite = np.isfinite(grads).all(axis=1).tolist()
         loss = 0.0
         for r, ok in zip(results, finite):
