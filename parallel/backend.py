@@ -11,7 +11,7 @@ import math
 import statistics
 from abc import ABC, abstractmethod
 
-from .replica import Replica
+from .replica import Replica, SampleResult
 
 
 class SampleTimeout:
@@ -35,6 +35,10 @@ class SampleTimeout:
     def record(self, mode, seconds):
         self.recent.setdefault(mode, collections.deque(maxlen=self.RECENT)).append(seconds)
 
+    def record_all(self, mode, seconds):
+        """``record`` each of ``seconds``, in order."""
+        self.recent.setdefault(mode, collections.deque(maxlen=self.RECENT)).extend(seconds)
+
     def median(self, mode):
         recent = self.recent.get(mode)
         return statistics.median(recent) if recent else 0.0
@@ -46,12 +50,45 @@ class SampleTimeout:
         return max(self.FLOOR_SECONDS, self.MEDIANS * self.median(mode))
 
 
-class Results(list):
-    """What ``run`` returns: one ``SampleResult`` per index, in the order of the indices; ``grads``
-    is the gradients stacked as a 2-D array in that order, when the backend has them that way
-    (the pool's slab), else None."""
+class Results:
+    """What ``run`` returns: the samples' results in the order of the indices, kept as columns
+    (``indices``, ``losses``, ``predictions``, ``seconds``, ``workers``, ``started``; ``grads`` a
+    2-D float64 array, one row per sample, or None when evaluating). It reads as a sequence of
+    ``SampleResult``s, and ``Results.of`` makes one from such a list (what the in-process and
+    Dask backends compute), so the trainer reads every backend's results the same way.
+    """
 
-    grads = None
+    __slots__ = ("indices", "losses", "predictions", "grads", "seconds", "workers", "started")
+
+    def __init__(self, indices=(), losses=(), predictions=(), grads=None, seconds=(), workers=(), started=()):
+        self.indices, self.losses, self.predictions, self.grads = indices, losses, predictions, grads
+        self.seconds, self.workers, self.started = seconds, workers, started
+
+    @classmethod
+    def of(cls, results):
+        """``results`` (a list of ``SampleResult``s, or already ``Results``) as ``Results``."""
+        if isinstance(results, Results):
+            return results
+        import numpy as np
+        grads = None
+        if results and results[0].grad is not None:
+            grads = np.array([r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
+                              for r in results])
+        return cls([r.index for r in results], [r.loss for r in results], [r.prediction for r in results], grads,
+                   [r.seconds for r in results], [r.worker for r in results], [r.started for r in results])
+
+    def __len__(self):
+        return len(self.indices)
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[k] for k in range(len(self))[i]]
+        grads = self.grads
+        return SampleResult(self.indices[i], self.losses[i], self.predictions[i],
+                            grads[i] if grads is not None else None, self.seconds[i], self.workers[i], self.started[i])
+
+    def __iter__(self):
+        return map(self.__getitem__, range(len(self)))
 
 
 class Backend(ABC):

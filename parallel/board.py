@@ -29,12 +29,13 @@ from array import array
 from .shared_blocks import SharedBlock
 
 # the header: int64 words, then one float64 per worker
-SHUTDOWN, JOB, N, CLAIMED, FINISHED, REQUEUED, VERSION, EPOCH, MODE, KEY, WORKERS = range(11)
-FIELDS = 12
+SHUTDOWN, JOB, N, CLAIMED, FINISHED, REQUEUED, VERSION, EPOCH, MODE, KEY, WORKERS, SLEEPERS, WAKING = range(13)
+FIELDS = 14
 SLOT_WORDS = 4
 STATE, POSITION, MESSAGES, PID = range(SLOT_WORDS)
-IDLE, CLAIMING, RUNNING, FAILED = range(4)
+IDLE, CLAIMING, RUNNING, SLEEPING = range(4)
 MODES = ("train", "eval")
+FAN_OUT = 2  # sleeping workers woken by each claim while positions are left (the parent's too)
 
 # a prediction's type, kept beside its value
 PREDICTION_INT, PREDICTION_FLOAT, PREDICTION_BOOL, PREDICTION_OTHER = range(4)
@@ -141,20 +142,33 @@ def read_ints(view, n):
 # ---- the parent's side ----
 
 def publish(header, records, job, mode, key, indices, epoch, version):
-    """Write a job on the board (the caller holds the lock, and every worker is idle)."""
+    """Write a job on the board (the caller holds the lock; no job is under way). Returns how many
+    sleeping workers to wake: each of them wakes more as it claims (``wakes``)."""
     n = len(indices)
     words = header.words
     records.index[:n] = array("q", indices)
     records.done[:n] = array("q", bytes(8 * n))
     words[JOB], words[MODE], words[KEY], words[EPOCH], words[VERSION] = job, MODES.index(mode), key, epoch, version
     words[N], words[CLAIMED], words[FINISHED], words[REQUEUED] = n, 0, 0, 0
+    return wakes(words, n)
 
 
-def recover(header, records, live):
-    """After a worker died (the caller holds the lock): count the done flags again, and put back
-    on the stack every position claimed but neither done nor held by one of the ``live`` workers.
-    Returns those positions."""
+def wakes(words, left):
+    """How many sleeping workers to wake for ``left`` positions still to claim, at most ``FAN_OUT``
+    (counted in ``WAKING`` until each wakes), so a job reaches N sleepers in log2(N) wake-ups
+    rather than N from one process (the caller holds the lock)."""
+    count = max(0, min(left, words[SLEEPERS] - words[WAKING], FAN_OUT))
+    words[WAKING] += count
+    return count
+
+
+def recover(header, records, live, tokens):
+    """After a worker died (the caller holds the lock): count the done flags and the sleepers again,
+    and put back on the stack every position claimed but neither done nor held by one of the
+    ``live`` workers. ``tokens`` is the wake-up semaphore's value. Returns those positions."""
     words = header.words
+    words[SLEEPERS] = sum(words[header.slot(k, STATE)] == SLEEPING for k in live)
+    words[WAKING] = tokens
     n, claimed, pending = words[N], words[CLAIMED], words[REQUEUED]
     done = read_ints(records.done, n)
     words[FINISHED] = sum(done)
@@ -197,13 +211,17 @@ class Claims:
         self.state = header.slot(worker_id, STATE)
         self.position = header.slot(worker_id, POSITION)
         self.messages = header.slot(worker_id, MESSAGES)
+        self.asleep = False  # counted in SLEEPERS
+        self.woken = False   # took a wake-up token (counted in WAKING) since the last claim
 
     def next(self, records, done, received):
         """Mark position ``done`` (or None) finished and claim the next position.
 
-        Returns ``(position or None, last)``: ``last`` is the job's number when ``done`` was its
-        last position, else None; ``position`` is -1 when the parent has sent messages this worker has not
-        read yet (``received`` of them): it reads them, then claims again.
+        Returns ``(position, last, wake)``. ``position`` is None when nothing is left to claim
+        (the worker is then counted as sleeping, and should sleep), -1 when the parent has sent
+        messages this worker has not read yet (``received`` of them): it reads them and claims
+        again. ``last`` is the job's number when ``done`` was its last position, else None.
+        ``wake`` is how many sleeping workers to wake, for the positions still left.
         """
         words, since = self.words, self.since
         words[self.state] = CLAIMING
@@ -211,7 +229,13 @@ class Claims:
         fd = self.header.fd
         fcntl.flock(fd, fcntl.LOCK_EX)
         try:
-            last = None
+            last, wake = None, 0
+            if self.asleep:
+                words[SLEEPERS] -= 1
+                self.asleep = False
+            if self.woken:
+                words[WAKING] -= 1
+                self.woken = False
             if done is not None:
                 if not records.done[done]:
                     records.done[done] = 1
@@ -234,8 +258,13 @@ class Claims:
                 words[self.position] = position
                 since[self.k] = time.monotonic()
                 words[self.state] = RUNNING
+                wake = wakes(words, words[N] - words[CLAIMED] + words[REQUEUED])
+            elif position is None:
+                words[SLEEPERS] += 1
+                self.asleep = True
+                words[self.state] = SLEEPING
             else:
                 words[self.state] = IDLE
         finally:
             fcntl.flock(fd, fcntl.LOCK_UN)
-        return position, last
+        return position, last, wake

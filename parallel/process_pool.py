@@ -45,13 +45,14 @@ every worker is stopped before the error leaves ``run``.
 The parent owns the shared blocks (board, parameters, slab, datasets placed by
 ``add_dataset``) and removes them on every way out (see ``parallel.shared_blocks``).
 """
+import math
 import multiprocessing
 import os
+import select
 import signal
 import sys
 import time
 import warnings
-from multiprocessing.connection import wait
 from multiprocessing.reduction import ForkingPickler
 
 import cloudpickle
@@ -62,7 +63,6 @@ from . import board
 from .backend import Backend, Results, SampleTimeout
 from .errors import SampleCrashError, SampleTimeoutError, WorkerError
 from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
-from .replica import SampleResult
 from .rss import rss_bytes
 from .shared_blocks import SharedBlock, SharedDataset
 from .worker import worker_main
@@ -129,6 +129,7 @@ class _Job:
         self.epoch, self.version = epoch, version
         self.limit = limit  # seconds a sample may run, fixed when the job starts (None: no watchdog)
         self.predictions = {}  # position -> a prediction that is not a number
+        self.finished = False  # every position done: StepDone came (or a death's repair found so)
 
 
 class ProcessBackend(Backend):
@@ -164,6 +165,8 @@ class ProcessBackend(Backend):
         if method == "forkserver":
             self._ctx.set_forkserver_preload(FORKSERVER_PRELOAD)
         self._slots = []
+        self._poller = None  # select.poll of every worker's pipe and sentinel, made again when a worker changes
+        self._polled = {}  # file descriptor -> (slot, is the pipe)
         self._payload = None
         self._datasets = {}  # key -> (number, blob, SharedDataset or None)
         self._header = self._records = self._params = self._slab = None
@@ -243,6 +246,7 @@ class ProcessBackend(Backend):
         """Stop every worker and remove the board, the parameter block and the slab; the payload
         and the datasets stay, so the next ``run`` starts a fresh pool (after an error or a signal)."""
         slots, self._slots = self._slots, []
+        self._poller = None
         if self._header is not None:
             self._header.words[board.SHUTDOWN] = 1
             for _ in slots:
@@ -319,17 +323,15 @@ class ProcessBackend(Backend):
             self._prepare_blocks(params, n if mode == "train" else 0, n)
             self._job += 1
             job = _Job(self._job, mode, key, indices, epoch, self._version, self.timeout(mode))
-            self._replace_dead_idle()
             self._lock_board(job)
             try:
-                board.publish(self._header, self._records, job.number, mode, self._datasets[key][0], indices,
-                              epoch, job.version)
+                wake = board.publish(self._header, self._records, job.number, mode, self._datasets[key][0], indices,
+                                     epoch, job.version)
             finally:
                 self._header.unlock()
-            for _ in range(min(n, len(self._slots))):
+            for _ in range(wake):
                 self._wake.release()
-            words = self._header.words
-            while words[board.FINISHED] < n or len(job.predictions) < self._other_predictions(n):
+            while not job.finished or len(job.predictions) < self._other_predictions(n):
                 self._wait_once(job)
         except BaseException:
             self._stop_workers(grace=0.2)
@@ -349,40 +351,41 @@ class ProcessBackend(Backend):
         loss, started, seconds = (board.read_floats(a, n) for a in (records.loss, records.started, records.seconds))
         workers, kinds, ints = (board.read_ints(a, n) for a in (records.worker, records.prediction_kind,
                                                               records.prediction_int))
-        floats = board.read_floats(records.prediction_float, n)
-        predictions = [ints[p] if kind == board.PREDICTION_INT else floats[p] if kind == board.PREDICTION_FLOAT
-                       else bool(ints[p]) if kind == board.PREDICTION_BOOL else job.predictions[p]
-                       for p, kind in enumerate(kinds)]
+        if kinds.count(board.PREDICTION_INT) == n:
+            predictions = ints
+        else:
+            floats = board.read_floats(records.prediction_float, n)
+            predictions = [ints[p] if kind == board.PREDICTION_INT else floats[p] if kind == board.PREDICTION_FLOAT
+                           else bool(ints[p]) if kind == board.PREDICTION_BOOL else job.predictions[p]
+                           for p, kind in enumerate(kinds)]
+        self.watchdog.record_all(job.mode, seconds)
         grads = self._slab.array[:n] if job.mode == "train" else None
-        for mode_seconds in seconds:
-            self.watchdog.record(job.mode, mode_seconds)
-        results = Results(SampleResult(index, loss[p], predictions[p], grads[p] if grads is not None else None,
-                                       seconds[p], workers[p], started[p])
-                          for p, index in enumerate(job.indices))
-        results.grads = grads
-        return results
+        return Results(job.indices, loss, predictions, grads, seconds, workers, started)
 
     def _wait_once(self, job):
         """Handle whatever is ready (the end of the job, errors, deaths, overdue samples)."""
-        owner = {}
-        for slot in self._slots:
-            owner[slot.conn] = slot
-            owner[slot.process.sentinel] = slot
+        if self._poller is None:
+            self._poller = select.poll()
+            self._polled = {}
+            for slot in self._slots:
+                for fd, is_pipe in ((slot.conn.fileno(), True), (slot.process.sentinel, False)):
+                    self._poller.register(fd, select.POLLIN)
+                    self._polled[fd] = (slot, is_pipe)
         started = time.perf_counter()
-        ready = wait(list(owner), timeout=self._seconds_to_deadline(job))
+        ready = self._poller.poll(math.ceil(1000 * self._seconds_to_deadline(job)))
         self.wait_seconds += time.perf_counter() - started
         self.wakeups += 1
-        for obj in ready:
-            slot = owner[obj]
+        for fd, _ in ready:
+            slot, is_pipe = self._polled[fd]
             if slot not in self._slots:
                 continue  # already replaced in this round
-            if obj is slot.conn:
-                self._receive(slot, job)  # one message; wait() reports the pipe again if there is more
+            if is_pipe:
+                self._receive(slot, job)  # one message; poll reports the pipe again if there is more
             else:  # the process ended: take what it sent before it died
                 self._drain(slot, job)
                 slot.dead = True
         self._kill_overdue(job)
-        if any(slot.dead for slot in self._slots):  # a failed send marks a slot without waking wait()
+        if any(slot.dead for slot in self._slots):  # a failed send marks a slot without waking poll
             self._recover(job)
 
     def _receive(self, slot, job):
@@ -407,8 +410,9 @@ class ProcessBackend(Backend):
 
     def _handle(self, slot, msg, job):
         if isinstance(msg, StepDone):
-            return  # the loop in ``run`` reads the board
-        if isinstance(msg, Prediction):
+            if job is not None and msg.job == job.number:
+                job.finished = True
+        elif isinstance(msg, Prediction):
             if job is not None and msg.job == job.number:
                 job.predictions[msg.position] = msg.value
         elif isinstance(msg, Ready):
@@ -486,14 +490,6 @@ class ProcessBackend(Backend):
 
     # ---- deaths ----
 
-    def _replace_dead_idle(self):
-        for slot in list(self._slots):
-            if slot.dead or not slot.process.is_alive():
-                self._drain(slot, None)
-                slot.dead = True
-        if any(slot.dead for slot in self._slots):
-            self._recover(None)
-
     def _recover(self, job):
         """Replace every dead worker; under the board's lock, put back what they had claimed."""
         for slot in self._slots:
@@ -502,12 +498,16 @@ class ProcessBackend(Backend):
                 if slot.process.is_alive():  # a broken pipe, but the process lives on: end it
                     slot.process.kill()
                     slot.process.join(1.0)
-        header, lost = self._header, []
+        header, lost, wake = self._header, [], 0
         if job is not None:
             self._lock_board(job)
             try:
                 live = [slot.worker_id for slot in self._slots if not slot.dead]
-                lost = board.recover(header, self._records, live)
+                lost = board.recover(header, self._records, live, self._wake.get_value())
+                for position in lost:  # before any worker can take it again
+                    self._event("recompute", index=job.indices[position], position=position)
+                wake = board.wakes(header.words, len(lost))
+                job.finished = header.words[board.FINISHED] == header.words[board.N]  # its ringer may be the dead
             finally:
                 header.unlock()
         for slot in [s for s in self._slots if s.dead]:
@@ -515,9 +515,7 @@ class ProcessBackend(Backend):
             if header.words[header.slot(slot.worker_id, board.STATE)] == board.RUNNING:
                 position = header.words[header.slot(slot.worker_id, board.POSITION)]
             self._replace(slot, job, position if position in lost else None)
-        for position in lost:
-            self._event("recompute", index=job.indices[position], position=position)
-        for _ in range(min(len(lost), len(self._slots))):
+        for _ in range(wake):
             self._wake.release()
 
     def _replace(self, slot, job, position):
@@ -547,6 +545,7 @@ class ProcessBackend(Backend):
         self.restarts += 1
         new = self._launch(slot.worker_id)
         self._slots[self._slots.index(slot)] = new
+        self._poller = None
         _release(slot.process)
         self._introduce(new)
         self._event("replacement", worker=new.worker_id, pid=new.pid)

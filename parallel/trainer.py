@@ -16,7 +16,7 @@ from minigrad import checkpoint as checkpoint_module
 from minigrad.checks import int_at_least, positive_int
 from minigrad.schedule import SCHEDULES, lr_at
 
-from .backend import Backend, InProcessBackend
+from .backend import Backend, InProcessBackend, Results
 from .data_order import DataOrder
 from .errors import NonFiniteError
 from .flat_optimizer import FlatAdam, FlatSGD, parameter_order
@@ -289,7 +289,7 @@ class DataParallelTrainer:
         waited = getattr(self.backend, "wait_seconds", None)
         params = self._parameters()
         handed = time.perf_counter()
-        results = self.backend.run("train", params, key, indices, order.epoch)
+        results = Results.of(self.backend.run("train", params, key, indices, order.epoch))
         ran = time.perf_counter()
         grad, loss = self._reduce(results, step + 1)
         reduced = time.perf_counter()
@@ -311,30 +311,25 @@ class DataParallelTrainer:
         phases = {"prepare": handed - start, "hand_out": ran - handed - wait, "wait": wait,
                   "reduce": reduced - ran, "optimizer": end - reduced}
         return StepReport(step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices, seconds=end - start,
-                          engine_seconds=_engine_seconds(results), sample_seconds=sum(r.seconds for r in results),
+                          engine_seconds=_engine_seconds(results), sample_seconds=sum(results.seconds),
                           epoch_end=epoch_end, phases=phases, samples_timing=_timing(results), started=start)
 
     def _reduce(self, results, step):
         """Mean gradient and loss of the batch, summed in batch order; non-finite values raise.
 
-        The rows are stacked and summed with ``np.add.reduce`` along the first axis from 0.0,
-        which adds them one after another exactly as a loop of ``+=`` does (tested), in a few
-        numpy calls per step rather than a few per sample (each costs on PyPy).
+        The rows are summed with ``np.add.reduce`` along the first axis from 0.0, which adds
+        them one after another exactly as a loop of ``+=`` does (tested), in a few numpy calls
+        per step rather than a few per sample (each costs on PyPy). A sum of floats is finite
+        only if every term is, so the rows are searched for the culprit only when a sum is not.
         """
-        grads = getattr(results, "grads", None)
-        if grads is None:
-            grads = np.array([r.grad if isinstance(r.grad, np.ndarray) else np.frombuffer(r.grad, dtype=np.float64)
-                              for r in results])
-        finite = np.isfinite(grads).all(axis=1).tolist()
+        grads = results.grads
         loss = 0.0
-        for r, ok in zip(results, finite):
-            if not math.isfinite(r.loss):
-                raise NonFiniteError(step, r.index, "loss")
-            if not ok:
-                raise NonFiniteError(step, r.index, "gradient")
-            loss += r.loss
-        n = len(results)
+        for sample_loss in results.losses:
+            loss += sample_loss
         total = sum_rows(grads)
+        if not (math.isfinite(loss) and np.isfinite(total).all()):
+            _raise_non_finite(results, grads, step)
+        n = len(results)
         total /= n
         if not np.isfinite(total).all():
             raise NonFiniteError(step, None, "mean gradient")
@@ -384,10 +379,9 @@ class DataParallelTrainer:
             raise ValueError("Expected a dataset with at least one sample, got an empty one")
         key = self._key(dataset)
         indices = list(range(len(dataset)))
-        results = self.backend.run("eval", self._parameters(), key, indices)
+        results = Results.of(self.backend.run("eval", self._parameters(), key, indices))
         labels = _labels(dataset)
-        return Evaluation([r.loss for r in results], [r.prediction for r in results], labels,
-                          time.perf_counter() - start)
+        return Evaluation(list(results.losses), list(results.predictions), labels, time.perf_counter() - start)
 
     # ---- state ----
 
@@ -429,6 +423,17 @@ def _labels(dataset):
     return [get_sample(dataset, i)[1] for i in range(len(dataset))]
 
 
+def _raise_non_finite(results, grads, step):
+    """The first sample, in batch order, whose loss or gradient is not finite."""
+    finite = np.isfinite(grads).all(axis=1).tolist()
+    for r, ok in zip(results, finite):
+        if not math.isfinite(r.loss):
+            raise NonFiniteError(step, r.index, "loss")
+        if not ok:
+            raise NonFiniteError(step, r.index, "gradient")
+    raise NonFiniteError(step, None, "mean loss" if all(finite) else "mean gradient")
+
+
 def sum_rows(rows):
     """The rows of a 2-D array added one after another, from 0.0: ``total = 0; total += row`` for
     each row in order, in one numpy call."""
@@ -436,12 +441,12 @@ def sum_rows(rows):
 
 
 def _timing(results):
-    return [(r.worker, r.index, r.started, r.seconds, r.loss) for r in results]
+    return list(zip(results.workers, results.indices, results.started, results.seconds, results.losses))
 
 
 def _engine_seconds(results):
     """The busiest worker's engine time: the part of a step the engine itself needs."""
     per_worker = {}
-    for r in results:
-        per_worker[r.worker] = per_worker.get(r.worker, 0.0) + r.seconds
+    for worker, seconds in zip(results.workers, results.seconds):
+        per_worker[worker] = per_worker.get(worker, 0.0) + seconds
     return max(per_worker.values())

@@ -123,21 +123,25 @@ class _Worker:
 
     def serve(self, parent):
         """Claim and compute until there is nothing left, sleep, and again; returns when told to stop."""
-        words, done = self.words, None
+        words, claims, done = self.words, self.claims, None
         while not words[board.SHUTDOWN]:
             if self.replica is not None and self.records is not None:
-                position, last = self.claims.next(self.records, done, self.received)
+                position, last, wake = claims.next(self.records, done, self.received)
                 done = None
+                for _ in range(wake):
+                    self.wake.release()
                 if last is not None:
                     self.conn.send_bytes(ForkingPickler.dumps(StepDone(last)))
                 if position is not None and position >= 0:
                     self.compute(position)
                     done = position
                     continue
-            if words[self.claims.messages] != self.received:
+            if words[claims.messages] != self.received:
                 self.read_messages()
                 continue
-            if not self.wake.acquire(timeout=PARENT_CHECK_SECONDS):
+            if self.wake.acquire(timeout=PARENT_CHECK_SECONDS):
+                claims.woken = True
+            else:
                 if os.getppid() != parent:
                     return
                 if self.conn.poll(0) and words[self.claims.messages] == self.received:
