@@ -156,6 +156,9 @@ class DaskBackend(Backend):
             raise ValueError("Expected a scheduler address or a client, got both")
         if scheduler is not None and not isinstance(scheduler, str):
             scheduler, client = None, scheduler  # a distributed.Client given as the scheduler
+        if scheduler is not None and scheduler.startswith("tls://") and tls is None:
+            raise ValueError(f"Expected tls=(ca_file, cert_file, key_file) for the TLS scheduler at {scheduler}, "
+                             f"got none")
         self.watchdog = SampleTimeout(sample_timeout)
         positive_int("max_crashes", max_crashes)
         self.requested_workers = workers

@@ -8,6 +8,7 @@ change the bits), averages, and applies the optimizer. Hence the same seed gives
 bit-identical parameters with workers=0, 1, 2, ... or any backend.
 """
 import math
+import os
 import time
 
 import numpy as np
@@ -16,6 +17,7 @@ from minigrad import checkpoint as checkpoint_module
 from minigrad.checks import int_at_least, positive_int
 from minigrad.schedule import SCHEDULES, lr_at
 
+from . import arguments
 from .backend import Backend, InProcessBackend, Results
 from .data_order import DataOrder
 from .errors import NonFiniteError
@@ -134,8 +136,17 @@ class DataParallelTrainer:
             raise ValueError(f"Expected lr_schedule in {sorted(SCHEDULES)} or a function, got {lr_schedule!r}")
         if isinstance(seed, bool) or not isinstance(seed, int):
             raise ValueError(f"Expected seed to be an integer, got {seed!r}")
+        arguments.callable_taking("model_fn", model_fn, 0, "model_fn()")
+        arguments.callable_taking("loss_fn", loss_fn, 2, "loss_fn(outputs, target)")
+        arguments.optional_callable("predict_fn", predict_fn, 1, "predict_fn(outputs)")
+        arguments.optional_callable("augment_fn", augment_fn, 2, "augment_fn(input, rng)")
+        arguments.optional_callable("log", log, 1, "log(line)")
+        if not callable(optimizer):
+            arguments.learning_rate(lr)
+        if workers is not None and not isinstance(backend, Backend):
+            int_at_least("workers", workers, 0)
         self.payload = Payload(model_fn, loss_fn, predict_fn, augment_fn, seed)
-        self._model = model_fn()
+        self._model = arguments.built_model(model_fn)
         self._params = tensor_order_parameters(self._model)
         self._flat = np.array([p.v for p in self._params], dtype=np.float64)  # the master parameters
         self._values_stale = False  # the model's Values lag behind the flat parameters
@@ -154,6 +165,7 @@ class DataParallelTrainer:
         self._datasets = []  # (dataset, key), matched by identity
         self._started = False
         self._pending_state = None
+        self._loss_checked = False
 
     def _make_optimizer(self, optimizer, lr, momentum, weight_decay):
         """SGD and Adam step the flat parameters (``parallel.flat_optimizer``: the same bits as
@@ -262,8 +274,11 @@ class DataParallelTrainer:
         run's ``total_steps``. A NaN or infinite loss or gradient raises ``NonFiniteError``
         before that step changes anything.
         """
-        total = self.total_steps(len(train), epochs, batch_size, max_steps)
+        total = self.total_steps(len(arguments.dataset("train", train)), epochs, batch_size, max_steps)
         self.prepare_data_order(len(train), batch_size)
+        if not self._loss_checked:
+            arguments.loss_value(self.payload.loss_fn, self._model, train)
+            self._loss_checked = True
         key = self._key(train)
         try:
             while self.step < total:
@@ -356,6 +371,17 @@ class DataParallelTrainer:
         written raises ``RunWriteError``; the previous ``model.json`` stays whole.
         """
         from .run.loop import Run
+        arguments.dataset("train", train)
+        if test is not None:
+            arguments.dataset("test", test)
+        self.total_steps(len(train), epochs, batch_size, max_steps)  # epochs, batch_size, max_steps
+        arguments.optional_callable("on_step", on_step, 1, "on_step(report)")
+        arguments.optional_callable("on_epoch", on_epoch, 2, "on_epoch(epochs_done, evaluation)")
+        arguments.flag("progress", progress)
+        arguments.json_config(config)
+        for name, path in (("out", out), ("trace", trace)):
+            if path is not None and not isinstance(path, (str, os.PathLike)):
+                raise ValueError(f"Expected {name} to be a path or None, got {type(path).__name__}")
         if out is not None:
             positive_int("checkpoint_every", checkpoint_every)
         run = Run(self, train, epochs, batch_size, test=test, max_steps=max_steps, out=out,
@@ -375,9 +401,7 @@ class DataParallelTrainer:
     def evaluate(self, dataset):
         """Loss, accuracy and confusion matrix over ``dataset`` (forward only, no graph)."""
         start = time.perf_counter()
-        if len(dataset) == 0:
-            raise ValueError("Expected a dataset with at least one sample, got an empty one")
-        key = self._key(dataset)
+        key = self._key(arguments.dataset("dataset", dataset))
         indices = list(range(len(dataset)))
         results = Results.of(self.backend.run("eval", self._parameters(), key, indices))
         labels = _labels(dataset)

@@ -10,7 +10,9 @@
    sample costs on this machine). For each: samples/s, the parent's CPU time per sample
    (``time.process_time``: hand-out, waiting, results, reduction, optimizer) and the workers'
    overhead per sample: their CPU time (psutil) minus the engine's own seconds per sample
-   (reading the sample, forward, loss, backward, as each worker times them).
+   (reading the sample, forward, loss, backward, as each worker times them). First the ceiling:
+   the tiny model's samples in one process and in two at once with nothing to coordinate; a
+   speedup of 2 workers over workers=0 is also shown as its fraction of that ceiling.
 2. The scale simulation: N workers (more than the machine has cores) whose loss sleeps 3 ms,
    so the samples cost time but little CPU; achieved samples/s against the ideal N / 3 ms,
    and against the machine's own ceiling for such samples: N processes computing the same
@@ -123,12 +125,15 @@ def measure(workers, batch_size, loss_fn, steps, repeat):
     return max(windows, key=lambda w: w["samples_per_s"])
 
 
-def sleeping_loop(samples, barrier, results):
-    """Runs in a child: ``samples`` sleeping samples of the tiny model, as a worker computes them, timed."""
+def engine_loop(samples, barrier, results, sleeping=False):
+    """Runs in a child: ``samples`` samples of the tiny model (sleeping ones if ``sleeping``), as a
+    worker computes them, with nothing to coordinate, timed."""
     from parallel import Payload, Replica
-    replica = Replica(Payload(tiny_model, sleepy_loss, predict_fn=lambda outputs: 0))
+    replica = Replica(Payload(tiny_model, sleepy_loss if sleeping else tiny_loss, predict_fn=lambda outputs: 0))
     replica.add_dataset("tiny", tiny_dataset(1024))
-    replica.run_sample("train", "tiny", 0)
+    for i in range(10 if sleeping else 2000):  # warm (PyPy's JIT)
+        replica.run_sample("train", "tiny", i % 1024)
+        replica.gradient()
     barrier.wait()
     start = time.perf_counter()
     for i in range(samples):
@@ -137,12 +142,13 @@ def sleeping_loop(samples, barrier, results):
     results.put(time.perf_counter() - start)
 
 
-def sleeping_ceiling(processes, samples):
-    """Samples per second of ``processes`` uncoordinated loops of sleeping samples at once."""
+def ceiling(processes, samples, sleeping=False):
+    """Samples per second of ``processes`` uncoordinated loops of the tiny model's samples at once."""
     from parallel.process_pool import default_start_method
     ctx = multiprocessing.get_context(default_start_method())
     barrier, results = ctx.Barrier(processes), ctx.Queue()
-    children = [ctx.Process(target=sleeping_loop, args=(samples, barrier, results)) for _ in range(processes)]
+    children = [ctx.Process(target=engine_loop, args=(samples, barrier, results, sleeping))
+                for _ in range(processes)]
     for child in children:
         child.start()
     seconds = max(results.get() for _ in children)
@@ -186,7 +192,12 @@ def main(argv=None):
         imap = pool_imap_rate(args.samples, args.repeat)
         out["pool_imap_items_per_s"] = imap
         print(f"multiprocessing.Pool(2).imap(trivial, chunksize=1): {imap:,.0f} items/s")
-        print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'vs workers=0':>12} {'parent CPU us/sample':>20} "
+        one, two = (max(ceiling(k, args.samples) for _ in range(2)) for k in (1, 2))
+        out["engine_ceiling_2_over_1"] = two / one
+        print(f"ceiling: the tiny model's samples with nothing to coordinate, {one:,.0f}/s in one process, "
+              f"{two:,.0f}/s in two at once ({two / one:.2f}x)")
+        print(f"{'workers':>7} {'batch':>5} {'samples/s':>10} {'vs workers=0':>12} {'of ceiling':>10} "
+              f"{'parent CPU us/sample':>20} "
               f"{'worker overhead us/sample':>25} {'engine us/sample':>16} {'parent wake-ups/step':>20}")
         for batch_size in args.batch_sizes:
             alone = None
@@ -194,9 +205,12 @@ def main(argv=None):
                 row = measure(workers, batch_size, tiny_loss, max(3, args.samples // batch_size), args.repeat)
                 alone = row["samples_per_s"] if workers == 0 else alone
                 row["vs_in_process"] = row["samples_per_s"] / alone if alone else None
+                row["of_ceiling"] = row["vs_in_process"] / out["engine_ceiling_2_over_1"] \
+                    if alone and workers == 2 else None
                 out["tiny"].append(row)
                 print(f"{workers:>7} {batch_size:>5} {row['samples_per_s']:>10,.0f} "
-                      f"{_format(row['vs_in_process'], '.2f'):>12} {row['parent_cpu_us_per_sample']:>20.1f} "
+                      f"{_format(row['vs_in_process'], '.2f'):>12} {_format(row['of_ceiling'], '.2f'):>10} "
+                      f"{row['parent_cpu_us_per_sample']:>20.1f} "
                       f"{_format(row['worker_overhead_us_per_sample'], '.1f'):>25} "
                       f"{row['engine_us_per_sample']:>16.1f} {_format(row['parent_wakeups_per_step'], '.2f'):>20}",
                       flush=True)
@@ -208,12 +222,12 @@ def main(argv=None):
             row = measure(workers, args.scale_batch, sleepy_loss, args.scale_steps, args.repeat)
             row["ideal_samples_per_s"] = ideal = workers / SLEEP_SECONDS
             row["of_ideal"] = row["samples_per_s"] / ideal
-            row["ceiling_samples_per_s"] = ceiling = sleeping_ceiling(
-                workers, max(2, args.scale_batch * args.scale_steps // workers))
-            row["of_ceiling"] = row["samples_per_s"] / ceiling
+            row["ceiling_samples_per_s"] = most = ceiling(
+                workers, max(2, args.scale_batch * args.scale_steps // workers), sleeping=True)
+            row["of_ceiling"] = row["samples_per_s"] / most
             out["scale"].append(row)
             print(f"{workers:>7} {row['samples_per_s']:>10,.0f} {ideal:>8,.0f} {row['of_ideal']:>8.2f} "
-                  f"{ceiling:>8,.0f} {row['of_ceiling']:>10.2f} {row['parent_cpu_us_per_sample']:>20.1f}", flush=True)
+                  f"{most:>8,.0f} {row['of_ceiling']:>10.2f} {row['parent_cpu_us_per_sample']:>20.1f}", flush=True)
     if args.json:
         from minigrad.checkpoint import atomic_write_json
         atomic_write_json(args.json, out)

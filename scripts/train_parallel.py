@@ -83,6 +83,9 @@ def make_config(given, resume):
     tls = [config[k] for k in ("tls_ca_file", "tls_cert", "tls_key")]
     if any(tls) and (not all(tls) or config["backend"] != "dask"):
         raise ConfigError("--tls-ca-file, --tls-cert and --tls-key go together, with --backend dask")
+    if str(config["scheduler"] or "").startswith("tls://") and not any(tls):
+        raise ConfigError(f"--scheduler {config['scheduler']} is a TLS scheduler: expected --tls-ca-file, "
+                          f"--tls-cert and --tls-key, got none of them")
     return config
 
 

@@ -124,6 +124,9 @@ def test_script_with_the_dask_backend_matches_the_process_pool(tmp_path):
     (["--backend", "dask", "--scheduler", "tcp://127.0.0.1:9"], "error: cannot reach the Dask scheduler at "
                                                                 "tcp://127.0.0.1:9"),
     (["--scheduler", "tcp://127.0.0.1:9"], "error: --scheduler goes with --backend dask, got --backend process"),
+    (["--backend", "dask", "--scheduler", "tls://127.0.0.1:9"], "error: --scheduler tls://127.0.0.1:9 is a TLS "
+                                                                "scheduler: expected --tls-ca-file, --tls-cert and "
+                                                                "--tls-key, got none of them"),
 ])
 def test_script_scheduler_errors_are_one_line(tmp_path, args, message):
     from helpers_parallel import run_script
@@ -268,6 +271,12 @@ def test_a_client_without_the_certificate_is_refused(certificates, tls_cluster):
     backend = DaskBackend(scheduler=tls_cluster.scheduler_address, tls=(ca, *stranger[1:]))
     with pytest.raises(ConnectionError, match="cannot reach the Dask scheduler at tls://"):
         backend.start(None)  # a certificate from another authority
+    with pytest.raises(ValueError, match=r"Expected tls=\(ca_file, cert_file, key_file\) for the TLS scheduler "
+                                         r"at tls://.*, got none"):
+        DaskBackend(scheduler=tls_cluster.scheduler_address)  # no certificate at all: said before connecting
+    trainer_args = dict(model_fn=small_model, loss_fn=loss, workers=2, backend="dask")
+    with pytest.raises(ValueError, match="for the TLS scheduler"):
+        DataParallelTrainer(scheduler=tls_cluster.scheduler_address, **trainer_args)
 
 
 def test_tls_files_are_checked(tmp_path):
