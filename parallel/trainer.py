@@ -166,6 +166,7 @@ class DataParallelTrainer:
         self._started = False
         self._pending_state = None
         self._loss_checked = False
+        self.last_report = None  # the StepReport of the last completed step
 
     def _make_optimizer(self, optimizer, lr, momentum, weight_decay):
         """SGD and Adam step the flat parameters (``parallel.flat_optimizer``: the same bits as
@@ -308,7 +309,8 @@ class DataParallelTrainer:
         ran = time.perf_counter()
         grad, loss = self._reduce(results, step + 1)
         reduced = time.perf_counter()
-        with deferred_signals():  # a signal now would leave a half-updated model
+        # a signal now would leave a half-updated model, or a step done with no report of it
+        with deferred_signals():
             self.optimizer.lr = lr
             if self.flat:
                 self.optimizer.step(grad)
@@ -321,13 +323,15 @@ class DataParallelTrainer:
             self.step = step + 1
             epoch = order.epoch
             epoch_end = order.advance()
-        end = time.perf_counter()
-        wait = ran - handed if waited is None else self.backend.wait_seconds - waited
-        phases = {"prepare": handed - start, "hand_out": ran - handed - wait, "wait": wait,
-                  "reduce": reduced - ran, "optimizer": end - reduced}
-        return StepReport(step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices, seconds=end - start,
-                          engine_seconds=_engine_seconds(results), sample_seconds=sum(results.seconds),
-                          epoch_end=epoch_end, phases=phases, samples_timing=_timing(results), started=start)
+            end = time.perf_counter()
+            wait = ran - handed if waited is None else self.backend.wait_seconds - waited
+            phases = {"prepare": handed - start, "hand_out": ran - handed - wait, "wait": wait,
+                      "reduce": reduced - ran, "optimizer": end - reduced}
+            self.last_report = StepReport(
+                step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices, seconds=end - start,
+                engine_seconds=_engine_seconds(results), sample_seconds=sum(results.seconds), epoch_end=epoch_end,
+                phases=phases, samples_timing=_timing(results), started=start)
+        return self.last_report
 
     def _reduce(self, results, step):
         """Mean gradient and loss of the batch, summed in batch order; non-finite values raise.

@@ -61,12 +61,14 @@ CONSTRUCTOR = [
     ({"loss_fn": lambda outputs: outputs[0]}, r"Expected loss_fn to be callable as loss_fn\(outputs, target\), "
                                               r"got lambda\(outputs\)"),
     ({"loss_fn": "mse"}, r"Expected loss_fn to be callable as loss_fn\(outputs, target\), got str"),
-    ({"predict_fn": lambda a, b: 0}, r"Expected predict_fn to be callable as predict_fn\(outputs\), got lambda\(a, b\)"),
+    ({"predict_fn": lambda a, b: 0},
+     r"Expected predict_fn to be callable as predict_fn\(outputs\), got lambda\(a, b\)"),
     ({"augment_fn": lambda x: x}, r"Expected augment_fn to be callable as augment_fn\(input, rng\), got lambda\(x\)"),
     ({"seed": 1.5}, "Expected seed to be an integer, got 1.5"),
     ({"optimizer": "rmsprop"}, "Expected optimizer 'sgd', 'adam' or a function, got 'rmsprop'"),
     ({"momentum": -1}, "Expected momentum >= 0, got -1"),
-    ({"lr_schedule": "linear"}, r"Expected lr_schedule in \['constant', 'cosine', 'step'\] or a function, got 'linear'"),
+    ({"lr_schedule": "linear"},
+     r"Expected lr_schedule in \['constant', 'cosine', 'step'\] or a function, got 'linear'"),
     ({"max_crashes": 0, "workers": 2}, "Expected max_crashes to be a positive integer, got 0"),
     ({"sample_timeout": -1, "workers": 2}, "Expected sample_timeout to be seconds >= 0 or None, finite, got -1"),
 ]

@@ -88,7 +88,9 @@ class CsvLog:
         self._rows.append(",".join(_format(v) for v in values) + "\n")
 
     def flush(self):
-        """Append the rows written since the last flush; on failure the file keeps only whole rows."""
+        """Append the rows written since the last flush. On any failure, a signal's exception
+        included, the file is cut back to the rows flushed before, which stay in memory: the
+        next flush writes each of them once."""
         if not self._rows:
             return
         data = "".join(self._rows).encode("utf-8")
@@ -97,12 +99,14 @@ class CsvLog:
                 f.write(data)
                 f.flush()
                 os.fsync(f.fileno())
-        except OSError as e:
+        except BaseException as e:
             try:
                 os.truncate(self.path, self._whole)
             except OSError:
                 pass
-            raise RunWriteError(self.path, e) from None
+            if isinstance(e, OSError):
+                raise RunWriteError(self.path, e) from None
+            raise
         self._rows = []
         self._whole += len(data)
 

@@ -59,6 +59,7 @@ class Run:
         self.history = {"train": [], "test": []}
         self.steps_per_epoch = math.ceil(len(train) / batch_size)
         self.last_report = None
+        self.first_step = trainer.step  # the run's rows begin after it (a resumed run's checkpoint)
         self.checkpoint_path = None
         self.train_log = self.test_log = None
         self.memory = MemoryMonitor(trainer.backend) if out is not None or progress else None
@@ -109,13 +110,7 @@ class Run:
         if self._epoch_evaluation_missing():
             self.evaluate()
         for report in trainer.train_steps(self.train, self.epochs, self.batch_size, self.max_steps):
-            self.last_report = report
-            self.history["train"].append((report.step, report.loss))
-            if self.train_log is not None:
-                parent, workers = self.memory.read()
-                self.train_log.write(report.step, report.epoch, report.loss, report.lr,
-                                     report.samples / report.seconds, round(parent / MB, 1),
-                                     round(max(workers, default=0) / MB, 1))
+            self._record(report)
             self.progress.update(report)
             for hook in self.step_hooks:
                 hook(report)
@@ -126,6 +121,18 @@ class Run:
                     self.on_epoch(report.epoch + 1, evaluation)
             if self.out is not None and report.step % self.checkpoint_every == 0:
                 self.save()
+
+    def _record(self, report):
+        """The step's row in train_stats.csv and the history, once (also for a step a signal cut
+        off from the loop: ``_stop`` records it before the checkpoint says the run got there)."""
+        if report.step <= (self.last_report.step if self.last_report is not None else self.first_step):
+            return
+        self.last_report = report
+        self.history["train"].append((report.step, report.loss))
+        if self.train_log is not None:
+            parent, workers = self.memory.read()
+            self.train_log.write(report.step, report.epoch, report.loss, report.lr, report.samples / report.seconds,
+                                 round(parent / MB, 1), round(max(workers, default=0) / MB, 1))
 
     def _epoch_evaluation_missing(self):
         """A resumed run stopped between an epoch's last step and its evaluation."""
@@ -179,6 +186,9 @@ class Run:
         self.progress.close()
         self.trainer.close()  # workers stop before anything slow
         try:
+            done = self.trainer.last_report
+            if done is not None and done.step == self.trainer.step:
+                self._record(done)  # a step completed as the signal came: its row before its checkpoint
             if save:
                 self.save()
         finally:
