@@ -25,12 +25,13 @@ Library API
 lr=0.05, momentum=0.0, weight_decay=0.0, lr_schedule="constant" | "cosine" | "step" | fn(step, total),
 workers=None (one per CPU; 0 = in this process), backend="process" | "dask" | Backend, seed=0,
 predict_fn=None, start_method=None, max_crashes=3, log=None, scheduler=None, sample_timeout=None,
-augment_fn=None)``
+augment_fn=None, tls=None)``
 
 * ``.fit(train, epochs=1, batch_size=8, test=None, max_steps=None, on_step=None, on_epoch=None,
-  out=None, checkpoint_every=100, progress=False, config=None)``: trains from ``.step`` until the
-  run has done ``epochs`` epochs (or ``max_steps`` steps) in all; with ``out`` the run folder gets
-  checkpoints (also on SIGINT/SIGTERM), CSV logs and pictures (``parallel.run``)
+  out=None, checkpoint_every=100, progress=False, config=None, trace=None, trace_steps=200)``: trains
+  from ``.step`` until the run has done ``epochs`` epochs (or ``max_steps`` steps) in all; with
+  ``out`` the run folder gets checkpoints (also on SIGINT/SIGTERM), CSV logs and pictures
+  (``parallel.run``)
 * ``.resume(path)``: continue the run saved in a ``model.json`` (then ``fit`` as before)
 * ``.train_steps(train, epochs, batch_size, max_steps=None)``: a generator of ``StepReport``s,
   for a loop of one's own between steps
@@ -49,40 +50,19 @@ its traceback), ``SampleCrashError`` (one sample killed workers ``max_crashes`` 
 (SIGINT/SIGTERM; the model holds the last completed step), ``RunWriteError`` (a checkpoint, log
 or picture could not be written; the last checkpoint stays whole).
 
-How work flows (backend="process")
-----------------------------------
-::
+How work flows
+--------------
+``parallel.process_pool`` draws a step of the process pool, where it runs: the parent writes
+the parameters and the batch on a shared board (``parallel.board``) and wakes the idle workers;
+each worker claims the next sample itself, writes its gradient into the row of the sample's batch
+position in a shared slab, and the one that finishes the last sample wakes the parent, which sums
+the rows in batch order and steps the optimizer. ``parallel.dask_backend`` draws the same for Dask.
 
-    parent (DataParallelTrainer)                          |  worker k (one process each)
-                                                          |
-    start: cloudpickle(model_fn, loss_fn, ...) -----------+--> Replica: model_fn() once
-           each dataset once: a Dataset's arrays in ------+--> replica.datasets[key], mapped
-           shared memory, anything else cloudpickled      |    read-only or unpickled
-                                                          |
-    each step:                                            |
-      flat parameters -> shared parameter block           |
-      queue of batch positions; each idle worker gets ----+--> Compute(index, position): params
-        the next one                                      |    block -> model if changed; zero
-                                                          |    grads, forward, loss, backward;
-      gradient slab  <------------------------------------+--- gradient -> slab row ``position``
-      wait(pipes + process sentinels, deadline) <---------+--- Computed(position, loss, ...)
-        Computed -> that worker takes the next position   |
-        sentinel -> worker died: replace it, requeue      |
-                    the one sample it owed                |
-        deadline -> sample_timeout passed: SIGKILL,       |
-                    replace, requeue                      |
-        Failed(traceback) -> WorkerError, stop all        |
-      sum slab rows in batch order, / batch size          |
-      flat optimizer step (deferring SIGINT/SIGTERM)      |
-                                                          |
-    close: close the pipes (EOF), join, terminate, kill --+--> EOF / parent gone -> exit
-           unlink every shared block                      |
-
-(``parallel.process_pool`` and ``parallel.protocol`` have the details.) Gradients and
-parameters are float64 buffers in *tensor order*: the tensors of ``model.named_tensors()`` one
-after another (``TensorLayout.split`` names the pieces:
+Gradients and parameters are float64 buffers in *tensor order*: the tensors of
+``model.named_tensors()`` one after another (``TensorLayout.split`` names the pieces:
 ``{"conv.0.weight": ..., "conv.0.bias": ..., ...}``). Workers ignore SIGINT, never write
-files, and exit when their pipe reaches EOF or their parent changes. A backend is
+files, and exit when their pipe reaches EOF, their parent changes or the board says stop. A
+backend is
 ``start(payload)`` / ``add_dataset(key, dataset)`` / ``run(mode, params, key, indices, epoch)`` /
 ``close()`` (``parallel.backend.Backend``); ``InProcessBackend`` is workers=0 and
 ``ProcessBackend`` the pool, and ``parallel.dask_backend.DaskBackend`` runs the same work on
