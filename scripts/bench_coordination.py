@@ -31,14 +31,9 @@ import warnings
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
+from bench_parallel import positive_int  # noqa: E402 (the scripts folder is on the path)
+
 SLEEP_SECONDS = 0.003
-
-
-def positive_int(text):
-    value = int(text)
-    if value < 1:
-        raise argparse.ArgumentTypeError(f"expected an integer >= 1, got {text}")
-    return value
 
 
 def parse_args(argv=None):
