@@ -71,7 +71,8 @@ joins a running cluster, and ``backend="dask"`` alone starts a LocalCluster of `
 processes on 127.0.0.1. The results are the same bits whichever backend computes them.
 """
 from .backend import Backend, InProcessBackend
-from .errors import NonFiniteError, SampleCrashError, SampleTimeoutError, TrainingInterrupted, WorkerError
+from .errors import (LossTypeError, NonFiniteError, SampleCrashError, SampleTimeoutError, TrainingInterrupted,
+                     WorkerError)
 from .process_pool import ProcessBackend, available_cpus
 from .replica import Payload, Replica, SampleResult, TensorLayout
 from .run.files import RunWriteError
@@ -80,4 +81,4 @@ from .trainer import BACKENDS, DataParallelTrainer, Evaluation, StepReport, make
 __all__ = ["DataParallelTrainer", "Evaluation", "StepReport", "Backend", "InProcessBackend",
            "ProcessBackend", "BACKENDS", "make_backend", "Payload", "Replica", "SampleResult",
            "TensorLayout", "WorkerError", "SampleCrashError", "SampleTimeoutError", "NonFiniteError",
-           "TrainingInterrupted", "RunWriteError", "available_cpus"]
+           "TrainingInterrupted", "LossTypeError", "RunWriteError", "available_cpus"]

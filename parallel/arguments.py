@@ -96,21 +96,3 @@ def flag(name, value):
         raise ValueError(f"Expected {name} to be True or False, got {value!r}")
     return value
 
-
-def loss_value(loss_fn, model, data):
-    """The loss of the first sample, computed here, is a Value: a loss_fn that returns a plain
-    number is told now rather than by every worker. A loss_fn that raises is left to the workers,
-    which report it with its traceback."""
-    from minigrad import no_grad
-    from minigrad.core import Value
-
-    from .replica import get_sample
-    try:
-        x, y = get_sample(data, 0)
-        with no_grad():
-            loss = loss_fn(model(x), y)
-    except Exception:
-        return
-    if not isinstance(loss, Value):
-        got = f"{type(loss).__name__} {loss!r}" if isinstance(loss, (int, float)) else type(loss).__name__
-        raise ValueError(f"Expected loss_fn(outputs, target) to return a minigrad Value, got {got}")

@@ -48,7 +48,7 @@ import minigrad
 from minigrad.checks import positive_int
 
 from .backend import Backend, SampleTimeout
-from .errors import SampleCrashError, SampleTimeoutError, WorkerError
+from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
 from .process_pool import split_contiguous
 from .replica import Replica, SampleResult
 from .rss import rss_bytes
@@ -313,6 +313,8 @@ class DaskBackend(Backend):
                         raise SampleTimeoutError(index, failures[index], self.timeout(mode))
                     raise SampleCrashError(index, failures[index], None)
             return call.positions
+        if isinstance(outcome, LossTypeError):
+            raise LossTypeError(str(outcome)) from None
         if isinstance(outcome, BaseException):
             chunk = [indices[p] for p in call.positions]
             raise WorkerError(f"a Dask worker failed on samples {chunk[0]}..{chunk[-1]}: "

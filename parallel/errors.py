@@ -5,6 +5,11 @@ mistake is a ``ValueError`` (exit 2); a failure while training is one of these.
 """
 
 
+class LossTypeError(ValueError):
+    """``loss_fn`` returned something other than a ``Value``: the user's mistake, told in one
+    line (no worker traceback) by every backend, at the first sample that shows it."""
+
+
 class WorkerError(RuntimeError):
     """A worker raised an exception; the message carries the worker's own traceback."""
 

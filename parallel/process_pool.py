@@ -61,7 +61,7 @@ from minigrad.checks import positive_int
 
 from . import board
 from .backend import Backend, Results, SampleTimeout
-from .errors import SampleCrashError, SampleTimeoutError, WorkerError
+from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
 from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
 from .rss import rss_bytes
 from .shared_blocks import SharedBlock, SharedDataset
@@ -419,6 +419,8 @@ class ProcessBackend(Backend):
             slot.ready = True
             self._start_failures = 0
         elif isinstance(msg, Failed):
+            if msg.mistake:
+                raise LossTypeError(msg.mistake)
             where = f" at sample {msg.index}" if msg.index is not None else " while loading the payload"
             raise WorkerError(f"Worker {slot.worker_id} (pid {slot.pid}) raised an exception{where}",
                               msg.traceback)

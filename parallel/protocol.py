@@ -19,7 +19,7 @@ Worker to parent::
     Ready(pid)
     StepDone(job)                       from the worker that finished the job's last position
     Prediction(job, position, value)    a prediction that is not a number (before it is done)
-    Failed(job, index, traceback)       an exception in user code; the worker waits to be stopped
+    Failed(job, index, traceback, mistake)  an exception in user code; the worker waits to be stopped
 """
 from typing import NamedTuple, Optional
 
@@ -58,3 +58,4 @@ class Failed(NamedTuple):
     job: Optional[int]
     index: Optional[int]
     traceback: str
+    mistake: str = ""  # a LossTypeError's one line: the parent raises it as it is

@@ -15,6 +15,8 @@ from operator import attrgetter
 from minigrad import no_grad
 from minigrad.core import Value, flatten
 
+from .errors import LossTypeError
+
 
 class Payload:
     """Everything a worker needs once, at start: how to build the model, the loss, the prediction.
@@ -105,6 +107,14 @@ def unpack(buffer):
     return values
 
 
+def _checked(loss):
+    """``loss`` if it is a Value, else the user's mistake in one line."""
+    if not isinstance(loss, Value):
+        got = f"{type(loss).__name__} {loss!r}" if isinstance(loss, (int, float)) else type(loss).__name__
+        raise LossTypeError(f"Expected loss_fn(outputs, target) to return a minigrad Value, got {got}")
+    return loss
+
+
 def get_sample(dataset, index):
     """``(input, target)`` of one example: a ``minigrad.data.Dataset`` or anything with ``[i]``."""
     images, labels = getattr(dataset, "images", None), getattr(dataset, "labels", None)
@@ -163,17 +173,15 @@ class Replica:
         if mode == "eval":
             with no_grad():
                 outputs = self.model(x)
-                loss = self.loss_fn(outputs, y)
+                loss = _checked(self.loss_fn(outputs, y))
         else:
             for p in self.params:
                 p.grad = 0.0
             outputs = self.model(x)
-            loss = self.loss_fn(outputs, y)
-            if not isinstance(loss, Value):
-                raise TypeError(f"Expected loss_fn to return a Value, got {type(loss).__name__}")
+            loss = _checked(self.loss_fn(outputs, y))
             loss.backward()
         prediction = self.predict_fn(outputs)
-        loss = loss.v if isinstance(loss, Value) else float(loss)
+        loss = loss.v
         del outputs  # frees the graph: engine work, timed with it
         return loss, prediction, start, time.perf_counter() - start
 

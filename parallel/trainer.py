@@ -165,7 +165,6 @@ class DataParallelTrainer:
         self._datasets = []  # (dataset, key), matched by identity
         self._started = False
         self._pending_state = None
-        self._loss_checked = False
         self.last_report = None  # the StepReport of the last completed step
 
     def _make_optimizer(self, optimizer, lr, momentum, weight_decay):
@@ -277,9 +276,6 @@ class DataParallelTrainer:
         """
         total = self.total_steps(len(arguments.dataset("train", train)), epochs, batch_size, max_steps)
         self.prepare_data_order(len(train), batch_size)
-        if not self._loss_checked:
-            arguments.loss_value(self.payload.loss_fn, self._model, train)
-            self._loss_checked = True
         key = self._key(train)
         try:
             while self.step < total:

@@ -24,6 +24,7 @@ import traceback
 from multiprocessing.reduction import ForkingPickler
 
 from . import board
+from .errors import LossTypeError
 from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
 
 PARENT_CHECK_SECONDS = 0.5
@@ -162,8 +163,9 @@ class _Worker:
                 replica.write_gradient(self.slab_rows[position * size:(position + 1) * size])
         except MemoryError:
             raise
-        except Exception:
-            self.conn.send(Failed(words[board.JOB], index, traceback.format_exc()))
+        except Exception as e:
+            mistake = str(e) if isinstance(e, LossTypeError) else ""
+            self.conn.send(Failed(words[board.JOB], index, traceback.format_exc(), mistake))
             raise _Failed from None
         records.loss[position] = loss
         records.started[position] = started

@@ -186,12 +186,28 @@ def test_bad_calls_are_one_clear_error_and_leave_nothing(name, call, error, mess
 
 
 @pytest.mark.parametrize("workers", [0, 2])
-def test_a_loss_that_returns_a_number_is_told_before_any_step(workers):
+def test_a_loss_that_returns_a_number_is_one_line_at_the_first_step(workers):
     t = trainer(workers, loss_fn=float_loss)
     with t, pytest.raises(ValueError, match="Expected loss_fn.outputs, target. to return a minigrad Value, "
-                                            "got float 0.5"):
+                                            "got float 0.5") as info:
         t.fit(tiny_dataset(), epochs=1, batch_size=5)
     assert t.step == 0
+    assert "\n" not in str(info.value)
+
+
+def test_the_loss_runs_only_in_the_workers(tmp_path):
+    """User code with side effects (a loss that kills its process, say) never runs in the parent."""
+    calls = tmp_path / "pids"
+
+    def recording_loss(outputs, label, _calls=str(calls)):
+        with open(_calls, "a") as f:
+            f.write(f"{os.getpid()}\n")
+        return tiny_loss(outputs, label)
+
+    with trainer(2, loss_fn=recording_loss) as t:
+        t.fit(tiny_dataset(), epochs=1, batch_size=5, max_steps=2)
+    pids = set(calls.read_text().split())
+    assert pids and str(os.getpid()) not in pids
 
 
 def test_a_loss_that_raises_is_still_reported_by_the_worker_with_its_traceback():

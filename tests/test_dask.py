@@ -109,6 +109,14 @@ def test_an_exception_in_a_dask_worker_stops_training_with_its_message(cluster):
     assert not backend.retired
 
 
+def test_a_loss_that_returns_a_number_is_one_line_from_dask_too(cluster):
+    from parallel import LossTypeError
+    with pytest.raises(LossTypeError, match="Expected loss_fn.outputs, target. to return a minigrad Value, "
+                                            "got float 0.5") as error:
+        train(DaskBackend(scheduler=cluster.scheduler_address), 2, loss_fn=lambda outputs, label: 0.5)
+    assert "\n" not in str(error.value)
+
+
 def test_script_with_the_dask_backend_matches_the_process_pool(tmp_path):
     from helpers_parallel import run_script
     args = ["--batch-size", "4", "--max-steps", "6", "--quiet"]
@@ -163,18 +171,18 @@ def test_a_stopped_worker_is_retired_and_its_samples_recomputed_with_identical_r
 
 
 def test_a_sample_that_always_hangs_stops_the_run_naming_it_and_the_timeout(cluster):
-    import math
     import time
 
     from parallel import SampleTimeoutError
 
-    def hanging_loss(outputs, label):
-        if math.isnan(outputs[0].v):  # only the sample whose image is NaN
+    data = small_data()  # one batch of all 24 samples, in the first step, so at the initial parameters
+    marked = small_model()(data.images[4].tolist())[0].v
+
+    def hanging_loss(outputs, label, _marked=marked):
+        if outputs[0].v == _marked:  # only sample 4
             time.sleep(3600)
         return loss(outputs, label)
 
-    data = small_data()
-    data.images[4] = float("nan")  # one batch of all 24 samples holds it
     trainer = DataParallelTrainer(model_fn=small_model, loss_fn=hanging_loss, optimizer="sgd", lr=0.05,
                                   workers=2, backend=DaskBackend(workers=2, sample_timeout=1, max_crashes=2),
                                   seed=3)
