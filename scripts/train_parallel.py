@@ -1,6 +1,7 @@
 """Train the reference CNN on 15x15 MNIST digits with the data-parallel trainer.
 
     python scripts/train_parallel.py --workers 8
+    python scripts/train_parallel.py --recipe original --data-dir ../shared/data/mnist --workers 8
     python scripts/train_parallel.py --resume runs/20260101-120000/model.json
     python scripts/evaluate.py runs/20260101-120000/model.json --data mnist --data-dir ../shared/data/mnist
 
@@ -19,7 +20,7 @@ import warnings
 from minigrad.checkpoint import CheckpointError
 from minigrad.data import DataError
 from minigrad.data.augment import AUGMENTATIONS
-from minigrad.data.mnist_task import load_data, pm1_mse_loss, reference_model_fn
+from minigrad.data.mnist_task import RECIPES, load_data, pm1_mse_loss, reference_model_fn
 from minigrad.pypy_nursery import restart_with_tuned_nursery
 from parallel import BACKENDS, DataParallelTrainer, NonFiniteError, TrainingInterrupted, WorkerError
 from parallel.extras import missing_package_message
@@ -32,6 +33,8 @@ from parallel.signals import ignore_further_signals, stop_on_signals
 
 # name: (default, type or choices, help). A resumed run may change only the RUNTIME options.
 OPTIONS = {
+    "recipe": ("mnist5k", list(RECIPES), "named settings (minigrad.data.mnist_task.RECIPES); the flags given "
+               "beside it win"),
     "workers": (None, integer(0), "worker processes (0: in this process; None: one per CPU)"),
     "epochs": (8, integer(1), "passes over the training set"),
     "batch_size": (8, integer(1), "samples per step"),
@@ -63,14 +66,14 @@ OPTIONS = {
 RUNTIME = {"workers", "backend", "scheduler", "out", "checkpoint_every", "quiet", "data_dir", "download",
            "sample_timeout", "tls_ca_file", "tls_cert", "tls_key", "trace", "trace_steps"}
 # what runs of older versions, whose checkpoints lack these options, did
-ADDED_LATER = {"augment": "none", "sample_timeout": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None,
+ADDED_LATER = {"recipe": "mnist5k", "augment": "none", "sample_timeout": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None,
                "trace": None, "trace_steps": 200}
 
 
 def make_config(given, resume):
     """The run's one config: defaults and arguments, or the resumed checkpoint's own."""
     if resume is None:
-        config = {**defaults(OPTIONS), **given}
+        config = {**defaults(OPTIONS), **RECIPES[given.get("recipe", OPTIONS["recipe"][0])], **given}
         if config["momentum"] is None:
             config["momentum"] = 0.9 if config["optimizer"] == "sgd" else 0.0
         if config["optimizer"] == "adam" and config["momentum"]:

@@ -3,6 +3,7 @@
     python scripts/tune_recipe.py --check
     python scripts/tune_recipe.py --cost
     python scripts/tune_recipe.py --augment none shift --epochs 6 9 12 --lr 0.004 --seeds 0 1 2
+    python scripts/tune_recipe.py --data-dir ../shared/data/mnist --epochs 3 --batch-size 8 16 --lr 0.002 0.004
 
 The replica repeats the data-parallel trainer's arithmetic: ``nn.CNN.reference(seed)``'s initial
 weights copied into torch, the same per-epoch shuffle (``epoch_order``), the same augmented inputs
@@ -12,7 +13,10 @@ reproduces) and the cosine schedule per step. Recipes that share epochs and batc
 together as one stack of models (grouped convolutions), each with its own seed, augmentation,
 learning rate and weight decay. ``--check`` trains a few steps both ways and prints the largest
 parameter difference; trust the search only when it is ~1e-10 or less. Recipes are scored on the
-1,000 held-out MNIST-5k digits (``load_mnist5k("test")``) only, never on the official test set.
+1,000 held-out MNIST-5k digits (``load_mnist5k("test")``), or with ``--data-dir`` (the full MNIST)
+trained on the first 50,000 training digits and scored on the last ``--validation`` 10,000: never
+on the official test set. ``--final`` trains on all 60,000 and scores the official test set, for
+a recipe already chosen.
 ``--cost`` prints what each augmentation adds to a training sample in the worker (CPU time, so
 that other processes on the machine count less).
 """
@@ -29,7 +33,7 @@ from minigrad.data import load_mnist5k
 from minigrad.data.augment import AUGMENTATIONS
 from minigrad.schedule import lr_at
 from parallel.data_order import epoch_order
-from parallel.mnist_task import N_CLASSES, pm1_mse_loss, reference_model_fn
+from minigrad.data.mnist_task import N_CLASSES, pm1_mse_loss, reference_model_fn
 from parallel.replica import sample_rng
 
 BETAS, EPS = (0.9, 0.999), 1e-8  # minigrad's and torch's Adam defaults
@@ -155,13 +159,28 @@ def augmentation_cost(samples=100):
         x = train_set.images[i].tolist()
         for name, fn in AUGMENTATIONS.items():
             start = time.process_time()
-            replicas[name].compute("train", "train", i, epoch=1)
+            replicas[name].run_sample("train", "train", i, epoch=1)
             sample[name] += (time.process_time() - start) / samples
             start = time.process_time()
             if fn is not None:
                 fn(x, sample_rng(0, 1, i))
             augment[name] += (time.process_time() - start) / samples
     return sample, augment
+
+
+def splits(data_dir, validation, final):
+    """(training set, the set it is scored on): MNIST-5k's, or the full MNIST's validation split."""
+    if data_dir is None:
+        return load_mnist5k("train"), load_mnist5k("test")
+    from minigrad.data import Dataset, load_mnist
+    train_set = load_mnist(data_dir, "train")
+    if final:
+        return train_set, load_mnist(data_dir, "test")
+    if not 0 < validation < len(train_set):
+        raise SystemExit(f"error: expected --validation between 1 and {len(train_set) - 1}, got {validation}")
+    cut = len(train_set) - validation
+    return (Dataset(train_set.images[:cut], train_set.labels[:cut], f"mnist-train[:{cut}]"),
+            Dataset(train_set.images[cut:], train_set.labels[cut:], f"mnist-train[{cut}:] (validation)"))
 
 
 def main(argv=None):
@@ -175,6 +194,11 @@ def main(argv=None):
     p.add_argument("--batch-size", nargs="+", type=int, default=[8])
     p.add_argument("--weight-decay", nargs="+", type=float, default=[1e-3])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--data-dir", help="the full MNIST's IDX files: search on its training set's validation split")
+    p.add_argument("--validation", type=int, default=10_000, help="with --data-dir: the last training digits "
+                   "held out to score on")
+    p.add_argument("--final", action="store_true", help="with --data-dir: train on all training digits and score "
+                   "the official test set (for a chosen recipe)")
     args = p.parse_args(argv)
     if args.check:
         for augment, difference in zip(args.augment, check(args.augment)):
@@ -186,7 +210,8 @@ def main(argv=None):
             print(f"{name:<13} sample {1e3 * sample[name]:5.2f} ms, augmentation {1e6 * augment[name]:4.0f} us = "
                   f"{100 * augment[name] / sample['none']:.1f}% of a sample without")
         return 0
-    train_set, held_out = load_mnist5k("train"), load_mnist5k("test")
+    train_set, held_out = splits(args.data_dir, args.validation, args.final)
+    print(f"training on {len(train_set):,} digits, scored on {len(held_out):,} ({held_out.name})")
     print("augment       epochs  lr      batch  wd      " + "  ".join(f"seed {s}" for s in args.seeds)
           + "   mean  seconds", flush=True)
     for epochs, batch_size in itertools.product(args.epochs, args.batch_size):

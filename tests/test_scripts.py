@@ -63,7 +63,7 @@ def test_pictures_are_pngs(run):
 def test_a_checkpoint_from_before_the_newer_options_resumes(run, tmp_path):
     out, stdout = run
     ckpt = checkpoint.read(os.path.join(out, "model.json"))
-    for key in ("augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key"):
+    for key in ("recipe", "augment", "sample_timeout", "tls_ca_file", "tls_cert", "tls_key"):
         del ckpt["config"][key]
     (tmp_path / "model.json").write_text(json.dumps(ckpt))
     done = run_script("train_parallel.py", "--resume", tmp_path / "model.json", "--workers", "0", "--quiet")

@@ -11,6 +11,16 @@ from minigrad.losses import mse_loss, one_hot_pm1
 N_CLASSES = 10
 DATA_SOURCES = ("mnist5k", "mnist")
 
+# Named settings of scripts/train_parallel.py (--recipe NAME); a flag given beside one wins.
+RECIPES = {
+    # the shipped 4,000 digits: the scripts' own defaults
+    "mnist5k": {},
+    # the original minigrad's mnist_sgd.ipynb: its CNN and initialisation (nn.CNN.reference), SGD
+    # at lr 2e-3 without momentum, batch 2, 2 epochs of all 60,000 digits, no augmentation
+    "original": {"data": "mnist", "epochs": 2, "batch_size": 2, "optimizer": "sgd", "lr": 2e-3, "momentum": 0.0,
+                 "weight_decay": 0.0, "lr_schedule": "constant", "augment": "none"},
+}
+
 
 def reference_model_fn(seed):
     """A picklable factory of ``nn.CNN.reference(seed)``."""
