@@ -11,7 +11,34 @@ import math
 import statistics
 from abc import ABC, abstractmethod
 
+from minigrad.checks import positive_int
+
 from .replica import Replica, SampleResult
+
+
+class SampleCrashes:
+    """The rule every pool backend keeps: a sample that kills or hangs its worker ``max_crashes``
+    times in a row stops the run. A count is per (dataset key, index), kept from step to step,
+    and cleared when the sample completes."""
+
+    def __init__(self, max_crashes=3):
+        self.max_crashes = positive_int("max_crashes", max_crashes)
+        self.counts = {}
+
+    def crashed(self, key, index):
+        """Count one more crash of sample ``index``; returns how many in a row, to compare with
+        ``max_crashes`` (``limit_reached``)."""
+        n = self.counts[key, index] = self.counts.get((key, index), 0) + 1
+        return n
+
+    def limit_reached(self, crashes):
+        return crashes >= self.max_crashes
+
+    def completed(self, key, indices):
+        """These samples completed: they are no longer suspects."""
+        if self.counts:
+            for index in indices:
+                self.counts.pop((key, index), None)
 
 
 class SampleTimeout:
@@ -92,9 +119,20 @@ class Results:
 
 
 class Backend(ABC):
-    """Runs ``Replica.compute`` for many samples; ``with backend:`` closes it."""
+    """Runs ``Replica.compute`` for many samples; ``with backend:`` closes it.
+
+    Besides the methods, the trainer reads what each backend may offer, declared here with the
+    defaults of a backend that offers none of it.
+    """
 
     workers = 0
+    wait_seconds = None   # seconds blocked waiting for workers, summed over runs (None: not measured)
+    on_event = None       # on_event(name, **fields) hears of deaths, timeouts and recomputed samples
+    reports_events = False  # whether this backend ever calls on_event
+
+    def timeout(self, mode="train"):
+        """Seconds a ``mode`` sample may run before its worker counts as hung; None: no watchdog."""
+        return None
 
     @abstractmethod
     def start(self, payload):

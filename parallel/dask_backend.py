@@ -47,9 +47,8 @@ import minigrad
 
 from minigrad.checks import positive_int
 
-from .backend import Backend, SampleTimeout
+from .backend import Backend, SampleCrashes, SampleTimeout
 from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
-from .process_pool import split_contiguous
 from .replica import Replica, SampleResult
 from .rss import rss_bytes
 
@@ -112,6 +111,17 @@ class ReplicaActor:
             raise
 
 
+def split_contiguous(n, parts):
+    """``range(n)`` cut into ``parts`` contiguous ranges whose sizes differ by at most one."""
+    base, extra = divmod(n, parts)
+    out, start = [], 0
+    for i in range(parts):
+        size = base + (1 if i < extra else 0)
+        out.append(range(start, start + size))
+        start += size
+    return out
+
+
 class _Call:
     """One actor call: which positions of the batch it computes (``indices`` the samples), on
     which worker (its ``n``-th actor), until when."""
@@ -164,6 +174,7 @@ class DaskBackend(Backend):
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
         self.max_crashes = max_crashes
+        self.crashes = SampleCrashes(max_crashes)
         self.tls, self.security = tls, security_from_tls(tls)
         self.cluster = None
         self.own_client = client is None
@@ -279,12 +290,11 @@ class DaskBackend(Backend):
         self._wait_for_actors()
         chunks = [list(r) for r in split_contiguous(len(indices), max(1, min(len(self.actors), len(indices))))]
         pending = [c for c in chunks if c]
-        failures = {}  # index -> times in a row it failed alone in a call
         while pending:
             calls = self._plan(pending[:len(self.actors)], indices, mode)
             pending = pending[len(calls):]
             for call, outcome in zip(calls, self.client.sync(_outcomes, calls, mode, params, key, epoch)):
-                failed = self._collect(call, outcome, results, indices, failures, mode)
+                failed = self._collect(call, outcome, results, indices, key, mode)
                 pending.extend([p] for p in failed)  # one sample per call: a culprit is named
             if pending:
                 self._wait_for_actors(force=True)
@@ -298,20 +308,20 @@ class DaskBackend(Backend):
                       self.call_deadline(len(positions), start, mode))
                 for n, ((address, (_, actor)), positions) in enumerate(zip(self.actors.items(), chunks))]
 
-    def _collect(self, call, outcome, results, indices, failures, mode):
+    def _collect(self, call, outcome, results, indices, key, mode):
         """Store a call's results; the positions to compute again when its worker died or hung."""
         lost = isinstance(outcome, OSError) and not hasattr(outcome, "remote_traceback")  # not the user's
         if lost:  # the worker is gone (CommClosedError) or hung (TimeoutError)
             hung = isinstance(outcome, TimeoutError)
             self._retire(call.address, "a call ran past its deadline" if hung else
                          f"{type(outcome).__name__}: {outcome}")
-            if len(call.positions) == 1:
+            if len(call.positions) == 1:  # alone in its call, the sample is to blame
                 index = indices[call.positions[0]]
-                failures[index] = failures.get(index, 0) + 1
-                if failures[index] >= self.max_crashes:
+                crashes = self.crashes.crashed(key, index)
+                if self.crashes.limit_reached(crashes):
                     if hung:
-                        raise SampleTimeoutError(index, failures[index], self.timeout(mode))
-                    raise SampleCrashError(index, failures[index], None)
+                        raise SampleTimeoutError(index, crashes, self.timeout(mode))
+                    raise SampleCrashError(index, crashes, None)
             return call.positions
         if isinstance(outcome, LossTypeError):
             raise LossTypeError(str(outcome)) from None
@@ -321,6 +331,7 @@ class DaskBackend(Backend):
                               f"{type(outcome).__name__}: {outcome}", getattr(outcome, "remote_traceback", ""))
         for position, row in zip(call.positions, outcome):
             results[position] = SampleResult(*row)
+        self.crashes.completed(key, call.indices)
         return []
 
     def memory(self):

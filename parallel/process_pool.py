@@ -60,7 +60,7 @@ import cloudpickle
 from minigrad.checks import positive_int
 
 from . import board
-from .backend import Backend, Results, SampleTimeout
+from .backend import Backend, Results, SampleCrashes, SampleTimeout
 from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
 from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
 from .rss import rss_bytes
@@ -86,17 +86,6 @@ def default_start_method():
     """forkserver where it exists (fast restarts, no fork-only state), else spawn."""
     methods = multiprocessing.get_all_start_methods()
     return "forkserver" if "forkserver" in methods else "spawn"
-
-
-def split_contiguous(n, parts):
-    """``range(n)`` cut into ``parts`` contiguous ranges whose sizes differ by at most one."""
-    base, extra = divmod(n, parts)
-    out, start = [], 0
-    for i in range(parts):
-        size = base + (1 if i < extra else 0)
-        out.append(range(start, start + size))
-        start += size
-    return out
 
 
 def _release(process):
@@ -141,6 +130,8 @@ class ProcessBackend(Backend):
     replacement and recomputed sample (for a timeline).
     """
 
+    reports_events = True
+
     def __init__(self, workers, start_method=None, max_crashes=3, log=None, sample_timeout=None, on_event=None):
         positive_int("workers", workers)
         positive_int("max_crashes", max_crashes)
@@ -173,7 +164,7 @@ class ProcessBackend(Backend):
         self._wake = None
         self._version = 0
         self._job = 0
-        self._crashes = {}
+        self.crashes = SampleCrashes(max_crashes)
         self._start_failures = 0
 
     # ---- lifecycle ----
@@ -336,9 +327,7 @@ class ProcessBackend(Backend):
         except BaseException:
             self._stop_workers(grace=0.2)
             raise
-        if self._crashes:  # a sample that completed is no longer a suspect
-            for index in indices:
-                self._crashes.pop((key, index), None)
+        self.crashes.completed(key, indices)
         return self._results(job)
 
     def _other_predictions(self, n):
@@ -532,8 +521,8 @@ class ProcessBackend(Backend):
                                   f"{self._start_failures} times in a row (last exit code {exitcode})")
         elif position is not None:
             index = job.indices[position]
-            crashes = self._crashes[(job.key, index)] = self._crashes.get((job.key, index), 0) + 1
-            if crashes >= self.max_crashes:
+            crashes = self.crashes.crashed(job.key, index)
+            if self.crashes.limit_reached(crashes):
                 if slot.timed_out is not None:
                     raise SampleTimeoutError(index, crashes, slot.timed_out)
                 raise SampleCrashError(index, crashes, exitcode)

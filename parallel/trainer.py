@@ -222,7 +222,7 @@ class DataParallelTrainer:
         """Have ``fn(name, **fields)`` hear the backend's events (a worker's timeout, death and
         replacement, a recomputed sample: see ``ProcessBackend``). Returns False for a backend that
         reports none."""
-        if not hasattr(self.backend, "on_event"):
+        if not self.backend.reports_events:
             return False
         previous = self.backend.on_event
         listeners = previous if isinstance(previous, _Listeners) else _Listeners(previous)
@@ -298,7 +298,7 @@ class DataParallelTrainer:
         step, order = self.step, self.data_order
         indices = order.next_batch()
         lr = self.lr_at(step, total)
-        waited = getattr(self.backend, "wait_seconds", None)
+        waited = self.backend.wait_seconds
         params = self._parameters()
         handed = time.perf_counter()
         results = Results.of(self.backend.run("train", params, key, indices, order.epoch))

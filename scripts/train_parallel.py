@@ -66,8 +66,8 @@ OPTIONS = {
 RUNTIME = {"workers", "backend", "scheduler", "out", "checkpoint_every", "quiet", "data_dir", "download",
            "sample_timeout", "tls_ca_file", "tls_cert", "tls_key", "trace", "trace_steps"}
 # what runs of older versions, whose checkpoints lack these options, did
-ADDED_LATER = {"recipe": "mnist5k", "augment": "none", "sample_timeout": None, "tls_ca_file": None, "tls_cert": None, "tls_key": None,
-               "trace": None, "trace_steps": 200}
+ADDED_LATER = {"recipe": "mnist5k", "augment": "none", "sample_timeout": None, "tls_ca_file": None, "tls_cert": None,
+               "tls_key": None, "trace": None, "trace_steps": 200}
 
 
 def make_config(given, resume):

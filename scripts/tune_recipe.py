@@ -102,6 +102,8 @@ def train(recipes, train_set, held_out, max_steps=None):
     targets[np.arange(n), train_set.labels] = 1.0
     step = 0
     for epoch in range(epochs):
+        if step == total:
+            break
         inputs, labels, shared = [], [], {}  # recipes with one seed and augmentation share their inputs
         for recipe in recipes:
             seed, augment = recipe["seed"], recipe["augment"]
@@ -194,6 +196,8 @@ def main(argv=None):
     p.add_argument("--batch-size", nargs="+", type=int, default=[8])
     p.add_argument("--weight-decay", nargs="+", type=float, default=[1e-3])
     p.add_argument("--seeds", nargs="+", type=int, default=[0, 1, 2])
+    p.add_argument("--max-steps", type=int, help="stop each recipe after this many steps (the schedule spans "
+                   "them), as train_parallel.py's --max-steps")
     p.add_argument("--data-dir", help="the full MNIST's IDX files: search on its training set's validation split")
     p.add_argument("--validation", type=int, default=10_000, help="with --data-dir: the last training digits "
                    "held out to score on")
@@ -219,12 +223,12 @@ def main(argv=None):
         recipes = [dict(augment=a, epochs=epochs, lr=lr, batch_size=batch_size, weight_decay=wd, seed=s)
                    for a, lr, wd in settings for s in args.seeds]
         start = time.perf_counter()
-        accuracies, _ = train(recipes, train_set, held_out)
+        accuracies, _ = train(recipes, train_set, held_out, args.max_steps)
         seconds = time.perf_counter() - start
         for k, (augment, lr, wd) in enumerate(settings):
             mine = accuracies[k * len(args.seeds):(k + 1) * len(args.seeds)]
             print(f"{augment:<13} {epochs:<7} {lr:<7g} {batch_size:<6} {wd:<7g} "
-                  + "  ".join(f"{100 * a:6.1f}" for a in mine) + f"  {100 * np.mean(mine):5.2f}  {seconds:7.1f}",
+                  + "  ".join(f"{100 * a:6.2f}" for a in mine) + f"  {100 * np.mean(mine):5.2f}  {seconds:7.1f}",
                   flush=True)
     return 0
 

@@ -14,7 +14,7 @@ from minigrad import nn  # noqa: E402
 from minigrad.data import Dataset  # noqa: E402
 from minigrad.losses import mse_loss, one_hot_pm1  # noqa: E402
 from parallel import DataParallelTrainer  # noqa: E402
-from parallel.dask_backend import DaskBackend, local_cluster  # noqa: E402
+from parallel.dask_backend import DaskBackend, local_cluster, split_contiguous  # noqa: E402
 
 pytestmark = pytest.mark.slow
 
@@ -45,6 +45,13 @@ def train(backend, workers, steps=4, loss_fn=loss, model_fn=small_model):
 def cluster():
     with local_cluster(2) as c:
         yield c
+
+
+@pytest.mark.parametrize("n,parts,sizes", [(8, 2, [4, 4]), (5, 3, [2, 2, 1]), (2, 8, [1, 1, 0, 0, 0, 0, 0, 0])])
+def test_a_batch_is_cut_into_contiguous_calls_of_near_equal_size(n, parts, sizes):
+    chunks = split_contiguous(n, parts)
+    assert [len(c) for c in chunks] == sizes
+    assert [i for c in chunks for i in c] == list(range(n))
 
 
 def test_dask_matches_the_process_pool_bit_for_bit(cluster):

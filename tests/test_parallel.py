@@ -15,7 +15,7 @@ from minigrad.optimizer import SGD
 from parallel import (DataParallelTrainer, NonFiniteError, Payload, Replica, TensorLayout,
                       TrainingInterrupted)
 from parallel.data_order import DataOrder, epoch_order
-from parallel.process_pool import ProcessBackend, split_contiguous
+from parallel.process_pool import ProcessBackend
 from parallel.replica import pack
 from parallel.signals import deferred_signals, stop_on_signals
 
@@ -227,13 +227,6 @@ def test_data_order_epochs_batches_and_state():
 def test_epoch_order_is_pinned():
     # the shuffle is part of the checkpoint format: a change here breaks --resume of old runs
     assert epoch_order(10, 0, 0) == [5, 4, 3, 1, 9, 0, 2, 6, 7, 8]  # CPython 3.11 and PyPy 3.9 alike
-
-
-@pytest.mark.parametrize("n,parts,sizes", [(8, 2, [4, 4]), (5, 3, [2, 2, 1]), (2, 8, [1, 1, 0, 0, 0, 0, 0, 0])])
-def test_split_contiguous(n, parts, sizes):
-    chunks = split_contiguous(n, parts)
-    assert [len(c) for c in chunks] == sizes
-    assert [i for c in chunks for i in c] == list(range(n))
 
 
 @pytest.mark.parametrize("kwargs,message", [
