@@ -216,6 +216,14 @@ class GradFunction(ABC):
         """The Values backward must finish after this node: ``inputs()`` unless a subclass knows better."""
         return self.inputs()
 
+    def forget_pending_gradients(self):
+        """Drops gradients recorded but not yet applied, when a backward stops before this node ran.
+
+        An op applies its gradient as it runs and has none pending; a node that defers its work to a
+        later one (``minigrad.fused``'s layer node) overrides this.
+        """
+        return None
+
     def __init_subclass__(cls, **kwargs):
         super().__init_subclass__(**kwargs)
         if "next_values" not in cls.__dict__ and "inputs" in cls.__dict__:
@@ -909,7 +917,7 @@ class LayerBackward(GradFunction):
                     # a weight made a constant (requires_grad=False) gets no gradient
         if self.sources:
             self._add_input_gradients(grads, n_windows)
-        self.reset()
+        self.forget_pending_gradients()
 
     def _add_input_gradients(self, grads, n_windows):
         if self.gathers is not None:  # each window's gradient as one row, then one sum per input element
@@ -934,7 +942,7 @@ class LayerBackward(GradFunction):
                     if x.grad is not None:
                         x.grad += d
 
-    def reset(self):
+    def forget_pending_gradients(self):
         self.grads[:] = repeat(0.0, len(self.grads))
 
 
@@ -1011,9 +1019,8 @@ def backward(roots, grads=None, create_graph=False):
         for node in reversed(order):
             node.grad_fn.compute_and_add_gradient(node.grad)
     except BaseException:
-        for node in order:  # forget gradients a layer recorded but never applied
-            if isinstance(node.grad_fn, LayerBackward):
-                node.grad_fn.reset()
+        for node in order:  # forget gradients a node recorded but never applied
+            node.grad_fn.forget_pending_gradients()
         raise
 
 
