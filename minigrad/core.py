@@ -18,6 +18,9 @@ Undefined math follows IEEE 754 and PyTorch rather than Python's exceptions:
 ``exp(1000) == inf``, ``(-8) ** (1/3)`` is nan. The one error is the gradient of
 a Value exponent at a base that is negative (or zero with a negative exponent),
 where the derivative ``log(base)`` does not exist: backward raises ``ValueError``.
+
+A layer's fused nodes live in ``minigrad.fused``, the helpers for nested lists of Values in
+``minigrad.nested``; both are re-exported at the bottom of this module.
 """
 import math
 import numbers
