@@ -30,8 +30,10 @@ from operator import itemgetter
 
 from . import checkpoint
 from .checks import is_finite_real, positive_int
-from .core import Value, as_value_array, flatten, input_gathers, value_max, value_sum, weighted_sums
+from .core import Value, value_max, value_sum
+from .fused import input_gathers, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
+from .nested import as_value_array, flatten
 
 INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for tanh units
 

@@ -13,7 +13,8 @@ from array import array
 from operator import attrgetter
 
 from minigrad import no_grad
-from minigrad.core import Value, flatten
+from minigrad.core import Value
+from minigrad.nested import flatten
 
 from .errors import LossTypeError
 

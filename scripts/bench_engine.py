@@ -27,7 +27,7 @@ restart_with_tuned_nursery()  # under PyPy: once more with the tuned young gener
 
 import minigrad  # noqa: E402
 import minigrad.nn as nn  # noqa: E402
-from minigrad.core import as_value_array  # noqa: E402
+from minigrad.nested import as_value_array  # noqa: E402
 from minigrad.losses import mse_loss, one_hot_pm1  # noqa: E402
 
 

@@ -860,6 +860,46 @@ def test_weighted_sum_second_order_equals_op_by_op():
     assert any(abs(h) > 1e-3 for row in h_fused for h in row)
 
 
+class FailingBackward(GradFunction):
+    """Passes its gradient on, or raises while ``fail`` is set."""
+
+    __slots__ = ("a", "fail")
+
+    def __init__(self, a):
+        self.a = a
+        self.fail = True
+
+    def inputs(self):
+        return (self.a,)
+
+    def compute_and_add_gradient(self, grad):
+        if self.fail:
+            raise RuntimeError("boom")
+        self.a.grad += grad
+
+    def gradient_graph(self, grad):
+        return (grad,)
+
+
+def test_a_backward_stopped_midway_leaves_no_layer_gradient_pending():
+    layer, x = minigrad.nn.Linear(1, 2, "tanh", seed=0), Value(0.8)
+    leaves = layer.get_parameters() + [x]
+    s0, s1 = layer([x])
+    failing = FailingBackward(s1)
+    # backward runs out, s0 (which records its gradient in the layer's node), then the failing node
+    out = Value(s1.v, failing) + s0
+    with pytest.raises(RuntimeError, match="boom"):
+        out.backward()
+    assert [p.grad for p in leaves] == [0.0] * len(leaves)
+    failing.fail = False
+    out.backward()
+    after_failure = [p.grad for p in leaves]
+    for p in leaves:
+        p.grad = 0.0
+    out.backward()
+    assert after_failure == [p.grad for p in leaves]
+
+
 # ---- 6. gradcheck ----
 
 class SquareBackward(GradFunction):

@@ -174,7 +174,7 @@ def plot_evaluation(folder, model, dataset, evaluation):
     ``dataset``); the model's outputs are computed here, in this process and without a graph, for the
     misclassified digits only. Returns the paths drawn ([] without matplotlib)."""
     import minigrad
-    from minigrad.core import flatten
+    from minigrad.nested import flatten
 
     wrong = first_mistakes(evaluation.predictions, evaluation.labels)
     images = [dataset.images[i] for i in wrong]
