@@ -294,40 +294,43 @@ class DataParallelTrainer:
         return self.data_order
 
     def _train_step(self, key, total):
-        start = time.perf_counter()
+        clock = _StepClock(self.backend)
         step, order = self.step, self.data_order
         indices = order.next_batch()
         lr = self.lr_at(step, total)
-        waited = self.backend.wait_seconds
         params = self._parameters()
-        handed = time.perf_counter()
+        clock.lap("prepare")
         results = Results.of(self.backend.run("train", params, key, indices, order.epoch))
-        ran = time.perf_counter()
+        clock.lap("run")
         grad, loss = self._reduce(results, step + 1)
-        reduced = time.perf_counter()
+        clock.lap("reduce")
         # a signal now would leave a half-updated model, or a step done with no report of it
         with deferred_signals():
-            self.optimizer.lr = lr
-            if self.flat:
-                self.optimizer.step(grad)
-                self._values_stale = True
-            else:
-                for p, g in zip(self._params, grad.tolist()):
-                    p.grad = g
-                self.optimizer.step()
-                self._flat[:] = [p.v for p in self._params]
-            self.step = step + 1
-            epoch = order.epoch
+            self._apply(grad, lr)
+            self.step, epoch = step + 1, order.epoch
             epoch_end = order.advance()
-            end = time.perf_counter()
-            wait = ran - handed if waited is None else self.backend.wait_seconds - waited
-            phases = {"prepare": handed - start, "hand_out": ran - handed - wait, "wait": wait,
-                      "reduce": reduced - ran, "optimizer": end - reduced}
+            clock.lap("optimizer")
             self.last_report = StepReport(
-                step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices, seconds=end - start,
+                step=self.step, epoch=epoch, loss=loss, lr=lr, indices=indices, seconds=clock.seconds,
                 engine_seconds=_engine_seconds(results), sample_seconds=sum(results.seconds), epoch_end=epoch_end,
-                phases=phases, samples_timing=_timing(results), started=start)
+                phases=clock.phases(), samples_timing=_timing(results), started=clock.start)
         return self.last_report
+
+    def _apply(self, grad, lr):
+        """One optimizer step with the batch's mean gradient ``grad`` at learning rate ``lr``."""
+        self.optimizer.lr = lr
+        if self.flat:
+            self.optimizer.step(grad)
+            self._values_stale = True
+        else:
+            for p, g in zip(self._params, grad.tolist()):
+                p.grad = g
+            self.optimizer.step()
+            self._flat[:] = [p.v for p in self._params]
+
+    def record_checkpoint(self, path):
+        """``path`` holds the model at the current step: ``last_checkpoint`` says so."""
+        self.last_checkpoint = (path, self.step)
 
     def _reduce(self, results, step):
         """Mean gradient and loss of the batch, summed in batch order; non-finite values raise.
@@ -462,6 +465,31 @@ def sum_rows(rows):
     """The rows of a 2-D array added one after another, from 0.0: ``total = 0; total += row`` for
     each row in order, in one numpy call."""
     return np.add.reduce(rows, axis=0, initial=0.0)
+
+
+class _StepClock:
+    """The phases of one step, from one clock: ``lap(name)`` ends the phase ``name``. The "run"
+    phase is split into the time blocked waiting for workers (the backend's own ``wait_seconds``,
+    when it measures it) and the rest, handing the step out."""
+
+    def __init__(self, backend):
+        self.backend, self.waited = backend, backend.wait_seconds
+        self.start = self.last = time.perf_counter()
+        self.laps = {}
+
+    def lap(self, name):
+        now = time.perf_counter()
+        self.laps[name], self.last = now - self.last, now
+
+    @property
+    def seconds(self):
+        return self.last - self.start
+
+    def phases(self):
+        run = self.laps["run"]
+        wait = run if self.waited is None else self.backend.wait_seconds - self.waited
+        return {"prepare": self.laps["prepare"], "hand_out": run - wait, "wait": wait,
+                "reduce": self.laps["reduce"], "optimizer": self.laps["optimizer"]}
 
 
 def _timing(results):

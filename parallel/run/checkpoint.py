@@ -26,7 +26,7 @@ def save_run_checkpoint(path, trainer, config):
                             parameters_sha256=trainer.parameters_sha256())
     except OSError as e:
         raise RunWriteError(path, e) from None
-    trainer.last_checkpoint = (path, trainer.step)
+    trainer.record_checkpoint(path)
 
 
 def read_run_checkpoint(path):
@@ -47,7 +47,7 @@ def restore(trainer, ckpt):
         trainer.load_state_dict(ckpt["trainer"])
     except ValueError as e:
         raise CheckpointError(f"{ckpt.path}: {e}") from None
-    trainer.last_checkpoint = (os.path.abspath(ckpt.path), trainer.step)
+    trainer.record_checkpoint(os.path.abspath(ckpt.path))
     return ckpt
 
 
