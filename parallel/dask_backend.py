@@ -45,8 +45,6 @@ import cloudpickle
 
 import minigrad
 
-from minigrad.checks import positive_int
-
 from .backend import Backend, SampleCrashes, SampleTimeout
 from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
 from .replica import Replica, SampleResult
@@ -170,11 +168,10 @@ class DaskBackend(Backend):
             raise ValueError(f"Expected tls=(ca_file, cert_file, key_file) for the TLS scheduler at {scheduler}, "
                              f"got none")
         self.watchdog = SampleTimeout(sample_timeout)
-        positive_int("max_crashes", max_crashes)
+        self.crashes = SampleCrashes(max_crashes)  # checks max_crashes
         self.requested_workers = workers
         self.scheduler, self.client, self.log = scheduler, client, log
         self.max_crashes = max_crashes
-        self.crashes = SampleCrashes(max_crashes)
         self.tls, self.security = tls, security_from_tls(tls)
         self.cluster = None
         self.own_client = client is None

@@ -134,7 +134,7 @@ class ProcessBackend(Backend):
 
     def __init__(self, workers, start_method=None, max_crashes=3, log=None, sample_timeout=None, on_event=None):
         positive_int("workers", workers)
-        positive_int("max_crashes", max_crashes)
+        self.crashes = SampleCrashes(max_crashes)  # checks max_crashes
         self.watchdog = SampleTimeout(sample_timeout)
         cpus = available_cpus()
         if workers > cpus:
@@ -164,7 +164,6 @@ class ProcessBackend(Backend):
         self._wake = None
         self._version = 0
         self._job = 0
-        self.crashes = SampleCrashes(max_crashes)
         self._start_failures = 0
 
     # ---- lifecycle ----
