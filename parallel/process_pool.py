@@ -462,8 +462,12 @@ class ProcessBackend(Backend):
                 continue
             if state == board.CLAIMING:  # waiting for the board's lock longer than a sample may run
                 holder = board.lock_holder(self._header.fd)
-                stuck = next((s for s in self._slots if s.pid == holder), slot)
-                self._kill(stuck, limit, None, now - since)
+                stuck = next((s for s in self._slots if s.pid == holder), None)
+                if stuck is None and now - since <= 2 * limit:
+                    continue  # a free lock (its holder was just killed?) is taken at once; else the claimer is stuck
+                stuck = stuck or slot
+                if not stuck.dead:
+                    self._kill(stuck, limit, None, now - since)
             else:
                 position = self._header.words[self._header.slot(slot.worker_id, board.POSITION)]
                 self._kill(slot, limit, job.indices[position] if 0 <= position < len(job.indices) else None,
