@@ -274,12 +274,6 @@ def architecture(ckpt):
     return ckpt["model"]
 
 
-def build_model(ckpt, seed=None):
-    """``nn.module_from_checkpoint``: models are built in ``nn``, which imports this module."""
-    from .nn import module_from_checkpoint
-    return module_from_checkpoint(ckpt, seed)
-
-
 def checkpoint_name(ckpt):
     """The file ``ckpt`` was read from, for messages ("checkpoint" when it was not read from one)."""
     return ckpt.path if isinstance(ckpt, Checkpoint) and ckpt.path else "checkpoint"

@@ -270,9 +270,9 @@ def input_gathers(window_indices, n_sources):
     for p, indices in enumerate(window_indices):
         for k, i in enumerate(indices):
             terms[i].append(p * width + k)
-    return [_getter(ts) if ts else None for ts in terms]
+    return [tuple_getter(ts) if ts else None for ts in terms]
 
 
-def _getter(indices):
+def tuple_getter(indices):
     """``itemgetter(*indices)`` that returns a tuple even for one index."""
     return itemgetter(*indices) if len(indices) > 1 else (lambda seq, k=indices[0]: (seq[k],))

@@ -73,9 +73,14 @@ def reshape(array, *shape):
         size *= n
     if size != len(items):
         raise ValueError(f"Expected {size} items for shape {shape}, got {len(items)}")
+    return nest(items, shape)
+
+
+def nest(flat, shape):
+    """A flat list holding exactly the items of ``shape`` as nested lists of that shape, row-major."""
     for n in reversed(shape[1:]):
-        items = [items[i:i + n] for i in range(0, len(items), n)]
-    return items
+        flat = [flat[i:i + n] for i in range(0, len(flat), n)]
+    return flat
 
 
 def transpose(matrix):

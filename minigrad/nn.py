@@ -26,16 +26,16 @@ import functools
 import math
 import random
 from abc import ABC, abstractmethod
-from operator import itemgetter
 
 from . import checkpoint
 from .checks import is_finite_real, positive_int
 from .core import Value, value_max, value_sum
-from .fused import input_gathers, weighted_sums
+from .fused import input_gathers, tuple_getter, weighted_sums
 from .losses import cross_entropy, mse_loss  # noqa: F401  (re-exported: nn.mse_loss)
-from .nested import as_value_array, flatten
+from .nested import as_value_array, flatten, nest
 
 INIT_SCALE = 2.89  # LeCun 1989: weights uniform in +-2.89 / sqrt(fan_in) for tanh units
+LAYER_TYPES = {}  # a config's "type" -> the Module subclass that builds it, filled as each class is defined
 
 
 def _rng(seed):
@@ -125,9 +125,31 @@ class Module(ABC):
         """A JSON-able description from which ``module_from_config`` rebuilds the architecture."""
         raise NotImplementedError(f"{type(self).__name__} has no config")
 
+    @classmethod
+    def from_config(cls, config, rng):
+        """A freshly initialised layer of ``config`` (its ``config()``), weights drawn from ``rng``."""
+        raise NotImplementedError(f"{cls.__name__} cannot be built from a config")
+
+    @classmethod
+    def build_size(cls, config):
+        """About how many Values and window indices ``from_config(config)`` would create, read from
+        the config alone, before anything is built (a malformed field counts as 1: the constructor
+        refuses it)."""
+        return 0
+
+    def __init_subclass__(cls, **kwargs):
+        """A public subclass with a ``from_config`` is a layer type that ``module_from_config`` builds;
+        a class of another module never takes the name of one of this module's layers."""
+        super().__init_subclass__(**kwargs)
+        known = LAYER_TYPES.get(cls.__name__)
+        if cls.__name__.startswith("_") or cls.from_config.__func__ is Module.from_config.__func__:
+            return
+        if known is None or known.__module__ != __name__ or cls.__module__ == __name__:
+            LAYER_TYPES[cls.__name__] = cls
+
     def state_dict(self):
         """``{tensor name: nested list of floats}``, shaped like the PyTorch equivalent."""
-        return {name: _nest([p.v for p in values], shape)
+        return {name: nest([p.v for p in values], shape)
                 for name, shape, values in self.named_tensors()}
 
     def load_state_dict(self, state):
@@ -182,12 +204,6 @@ class Module(ABC):
             raise checkpoint.CheckpointError(
                 f"{path}: expected a {self_or_cls.__name__} checkpoint, got a {type(model).__name__}")
         return model
-
-
-def _nest(flat, shape):
-    for n in reversed(shape[1:]):
-        flat = [flat[i:i + n] for i in range(0, len(flat), n)]
-    return flat
 
 
 def _unnest(nested, shape, name):
@@ -255,6 +271,10 @@ class _Activation(Module):
 
     def config(self):
         return {"type": type(self).__name__}
+
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls()
 
 
 class Tanh(_Activation):
@@ -339,6 +359,14 @@ class Neuron(Module):
     def config(self):
         return {"type": "Neuron", "in_dim": self.in_dim, "activation": self.activation}
 
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls(config["in_dim"], config["activation"], rng)
+
+    @classmethod
+    def build_size(cls, config):
+        return _dim(config, "in_dim") + 1
+
 
 def _sum_op_by_op(weights, inputs, bias):
     """``b + w0*x0 + w1*x1 + ...`` with one node per multiply and per add, in that order."""
@@ -396,6 +424,14 @@ class Linear(Module):
         return {"type": "Linear", "in_dim": self.in_dim, "out_dim": self.out_dim,
                 "activation": self.activation}
 
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls(config["in_dim"], config["out_dim"], config["activation"], rng)
+
+    @classmethod
+    def build_size(cls, config):
+        return _dim(config, "out_dim") * (_dim(config, "in_dim") + 1)
+
 
 def _check_feature_map(x, channels, height, width):
     if hasattr(x, "tolist"):
@@ -451,8 +487,7 @@ class Conv2D(Module):
         self.activation = self.filters.activation
         self.out_height, self.out_width, self._windows = _window_indices(
             in_channels, height, width, kernel_size, stride)
-        self._getters = [itemgetter(*idx) if len(idx) > 1 else (lambda seq, k=idx[0]: (seq[k],))
-                         for idx in self._windows]
+        self._getters = [tuple_getter(idx) for idx in self._windows]
         self._gathers = None  # input_gathers of this geometry, built at the first forward that needs them
         self.output_size = out_channels * self.out_height * self.out_width
         self.fused = fused
@@ -504,6 +539,15 @@ class Conv2D(Module):
                 "in_channels": self.in_channels, "out_channels": self.out_channels,
                 "activation": self.activation}
 
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls(config["width"], config["height"], config["kernel_size"], config["stride"],
+                   config["in_channels"], config["out_channels"], config["activation"], rng)
+
+    @classmethod
+    def build_size(cls, config):
+        return _conv_size(_dim(config, "in_channels"), _dim(config, "height"), _dim(config, "width"), config)[0]
+
 
 class _Pool2D(Module):
     def __init__(self, kernel_size, stride=None):
@@ -528,6 +572,10 @@ class _Pool2D(Module):
 
     def config(self):
         return {"type": type(self).__name__, "kernel_size": self.kernel_size, "stride": self.stride}
+
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls(config["kernel_size"], config["stride"])
 
 
 class MaxPool2D(_Pool2D):
@@ -557,6 +605,10 @@ class Flatten(Module):
     def config(self):
         return {"type": "Flatten"}
 
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls()
+
 
 class Sequential(Module):
     """Layers applied one after another; named ``0``, ``1``, ... as in torch."""
@@ -585,6 +637,14 @@ class Sequential(Module):
 
     def config(self):
         return {"type": "Sequential", "layers": [layer.config() for layer in self.layers]}
+
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls([module_from_config(layer, rng) for layer in config["layers"]])
+
+    @classmethod
+    def build_size(cls, config):
+        return sum(config_size(layer) for layer in _list(config, "layers"))
 
 
 class CNNLayerConfig:
@@ -656,39 +716,35 @@ class CNN(Module):
                 "layers": [cfg.to_dict() for cfg in self.layer_configs],
                 "hidden_dim": self.hidden_dim, "n_classes": self.n_classes}
 
+    @classmethod
+    def from_config(cls, config, rng):
+        return cls(config["width"], config["height"], config["in_channels"],
+                   [CNNLayerConfig(**layer) for layer in config["layers"]],
+                   config["hidden_dim"], config["n_classes"], rng)
+
+    @classmethod
+    def build_size(cls, config):
+        total, c, h, w = 0, _dim(config, "in_channels"), _dim(config, "height"), _dim(config, "width")
+        for layer in _list(config, "layers"):
+            size, c, h, w = _conv_size(c, h, w, layer)
+            total += size
+        hidden = _dim(config, "hidden_dim")
+        return total + hidden * (c * h * w + 1) + _dim(config, "n_classes") * (hidden + 1)
+
 
 def reference_cnn(seed=None, fused=True):
     """``CNN.reference``: the original project's 5,357-parameter network."""
     return CNN.reference(seed=seed, fused=fused)
 
 
-_BUILDERS = {
-    "Neuron": lambda c, seed: Neuron(c["in_dim"], c["activation"], seed),
-    "Linear": lambda c, seed: Linear(c["in_dim"], c["out_dim"], c["activation"], seed),
-    "Conv2D": lambda c, seed: Conv2D(c["width"], c["height"], c["kernel_size"], c["stride"],
-                                     c["in_channels"], c["out_channels"], c["activation"], seed),
-    "MaxPool2D": lambda c, seed: MaxPool2D(c["kernel_size"], c["stride"]),
-    "AvgPool2D": lambda c, seed: AvgPool2D(c["kernel_size"], c["stride"]),
-    "Flatten": lambda c, seed: Flatten(),
-    "Tanh": lambda c, seed: Tanh(),
-    "ReLU": lambda c, seed: ReLU(),
-    "Sigmoid": lambda c, seed: Sigmoid(),
-    "Sequential": lambda c, seed: Sequential([module_from_config(x, seed) for x in c["layers"]]),
-    "CNN": lambda c, seed: CNN(c["width"], c["height"], c["in_channels"],
-                               [CNNLayerConfig(**x) for x in c["layers"]],
-                               c["hidden_dim"], c["n_classes"], seed),
-}
-
-
 def module_from_config(config, seed=None):
     """A freshly initialised module with the architecture ``config`` describes."""
     kind = config.get("type") if isinstance(config, dict) else None
-    if not isinstance(kind, str) or kind not in _BUILDERS:
+    if not isinstance(kind, str) or kind not in LAYER_TYPES:
         got = kind if isinstance(config, dict) else type(config).__name__
-        raise ValueError(f"Expected a model config with a type in {sorted(_BUILDERS)}, got {got!r}")
-    rng = _rng(seed)
+        raise ValueError(f"Expected a model config with a type in {sorted(LAYER_TYPES)}, got {got!r}")
     try:
-        return _BUILDERS[config["type"]](config, rng)
+        return LAYER_TYPES[kind].from_config(config, _rng(seed))
     except (KeyError, TypeError) as e:
         raise ValueError(f"Model config for {config['type']} is incomplete or malformed: {e}") from None
 
@@ -712,7 +768,7 @@ def module_from_checkpoint(ckpt, seed=None):
             raise checkpoint.CheckpointError(f"{name}: expected {n} parameters (a flat checkpoint of the "
                                              f"reference CNN), got {got}; build the model and use load_into")
     else:
-        n, size = _leaf_count(ckpt["parameters"]), _build_size(config)
+        n, size = _leaf_count(ckpt["parameters"]), config_size(config)
         if size > 4 * n + 2 ** 22:
             got = f"{size:,}" if size < 10 ** 15 else "more than 10**15"
             raise checkpoint.CheckpointError(
@@ -736,38 +792,30 @@ def _leaf_count(tree):
     return count
 
 
-def _build_size(config):
-    """About how many Values and window indices ``module_from_config(config)`` would create,
-    read from the config alone (a malformed field counts as 1: the constructor refuses it)."""
-    if not isinstance(config, dict):
-        return 0
-    def dim(c, key):
-        v = c.get(key) if isinstance(c, dict) else None
-        return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 1
-    def conv(c, h, w, kind):  # -> size, output channels, height, width
-        k, s, out = dim(kind, "kernel_size"), dim(kind, "stride"), dim(kind, "out_channels")
-        oh, ow = max(h - k, 0) // s + 1, max(w - k, 0) // s + 1
-        return out * (c * k * k + 1) + oh * ow * c * k * k, out, oh, ow
-    kind, layers = config.get("type"), config.get("layers")
-    layers = layers if isinstance(layers, list) else []
-    if kind == "Neuron":
-        return dim(config, "in_dim") + 1
-    if kind == "Linear":
-        return dim(config, "out_dim") * (dim(config, "in_dim") + 1)
-    if kind == "Conv2D":
-        return conv(dim(config, "in_channels"), dim(config, "height"), dim(config, "width"), config)[0]
-    if kind == "Sequential":
-        return sum(_build_size(layer) for layer in layers)
-    if kind == "CNN":
-        total, c, h, w = 0, dim(config, "in_channels"), dim(config, "height"), dim(config, "width")
-        for layer in layers:
-            size, c, h, w = conv(c, h, w, layer)
-            total += size
-        hidden = dim(config, "hidden_dim")
-        return total + hidden * (c * h * w + 1) + dim(config, "n_classes") * (hidden + 1)
-    return 0
+def config_size(config):
+    """``build_size`` of the layer type ``config`` names (0 for a config that names none)."""
+    kind = config.get("type") if isinstance(config, dict) else None
+    return LAYER_TYPES[kind].build_size(config) if isinstance(kind, str) and kind in LAYER_TYPES else 0
 
 
-__all__ = ["Module", "Neuron", "Linear", "Conv2D", "MaxPool2D", "AvgPool2D", "Flatten", "Sequential",
-           "Tanh", "ReLU", "Sigmoid", "CNN", "CNNLayerConfig", "reference_cnn", "module_from_config",
+def _dim(config, key):
+    """``config[key]`` if it is a positive int, else 1 (for ``build_size``: the constructor refuses it)."""
+    v = config.get(key) if isinstance(config, dict) else None
+    return v if isinstance(v, int) and not isinstance(v, bool) and v > 0 else 1
+
+
+def _list(config, key):
+    v = config.get(key) if isinstance(config, dict) else None
+    return v if isinstance(v, list) else []
+
+
+def _conv_size(channels, height, width, layer):
+    """Values and window indices of one convolution of ``layer``'s kernel, stride and output channels
+    over ``channels`` maps of ``height`` x ``width``: ``(size, out channels, out height, out width)``."""
+    k, s, out = _dim(layer, "kernel_size"), _dim(layer, "stride"), _dim(layer, "out_channels")
+    oh, ow = max(height - k, 0) // s + 1, max(width - k, 0) // s + 1
+    return out * (channels * k * k + 1) + oh * ow * channels * k * k, out, oh, ow
+
+
+__all__ = ["Module", *LAYER_TYPES, "CNNLayerConfig", "reference_cnn", "module_from_config",
            "module_from_checkpoint", "mse_loss", "cross_entropy", "as_value_array"]

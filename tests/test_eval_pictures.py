@@ -62,7 +62,7 @@ def load_evaluate_script():
 
 
 def test_mistakes_are_the_misclassified_digits_with_the_models_outputs(digits, monkeypatch, tmp_path):
-    model = minigrad.checkpoint.build_model(str(digits / "model.json"))
+    model = nn.module_from_checkpoint(str(digits / "model.json"))
     dataset = load_mnist(str(digits), "test")
     with minigrad.no_grad():
         outputs = [[o.v for o in flatten(model(x.tolist()))] for x in dataset.images]

@@ -626,6 +626,77 @@ def test_module_from_config_with_the_same_seed_gives_the_same_cnn():
     assert nn.module_from_config(model.config(), seed=3).parameter_values() == model.parameter_values()
 
 
+@pytest.mark.parametrize("name", sorted(CONFIG_BUILDERS))
+def test_build_size_counts_what_the_config_builds(name):
+    """The size read from a config alone (checked against a checkpoint before anything is built)
+    is every parameter plus every convolution's window indices."""
+    model = CONFIG_BUILDERS[name]()
+    layers = [model] + [m for _, m in _descendants(model)]
+    built = len(model.parameters()) + sum(len(w) for m in layers for w in getattr(m, "_windows", ()))
+    assert nn.config_size(json.loads(json.dumps(model.config()))) == built
+
+
+def _descendants(module):
+    for name, child in module.children():
+        yield name, child
+        yield from _descendants(child)
+
+
+def test_a_new_layer_is_one_class(tmp_path):
+    """A Module subclass with config, from_config and build_size is built from configs and
+    checkpoints like a library layer, and its size is checked before it is built."""
+    class Scale(nn.Module):
+        def __init__(self, n, seed=None):
+            self.n, self.weight = n, [Value(1.0 + i) for i in range(n)]
+
+        def forward(self, x):
+            return [w * xi for w, xi in zip(self.weight, x)]
+
+        def own_parameters(self):
+            return [(f"weight.{i}", w) for i, w in enumerate(self.weight)]
+
+        def own_tensors(self):
+            return [("weight", (self.n,), self.weight)]
+
+        def config(self):
+            return {"type": "Scale", "n": self.n}
+
+        @classmethod
+        def from_config(cls, config, rng):
+            return cls(config["n"], rng)
+
+        @classmethod
+        def build_size(cls, config):
+            return config["n"] if isinstance(config.get("n"), int) else 1
+
+    try:
+        model = nn.Sequential(Scale(3), nn.Linear(3, 2, seed=0))
+        model.save(tmp_path / "scaled.json")
+        rebuilt = nn.module_from_checkpoint(str(tmp_path / "scaled.json"))
+        assert type(rebuilt[0]) is Scale and rebuilt.parameter_values() == model.parameter_values()
+        assert nn.config_size(model.config()) == 3 + 2 * 4
+        hostile = {"type": "Scale", "n": 10 ** 9}
+        minigrad.checkpoint.atomic_write_json(tmp_path / "hostile.json", {
+            "format": "minigrad-checkpoint", "version": 1, "model": hostile, "parameters": {"weight": [1.0]}})
+        with pytest.raises(minigrad.checkpoint.CheckpointError, match="builds 1,000,000,000 parameters"):
+            nn.module_from_checkpoint(str(tmp_path / "hostile.json"))
+    finally:
+        nn.LAYER_TYPES.pop("Scale", None)
+
+
+def test_a_class_of_another_module_does_not_take_a_library_layers_name():
+    class Linear(nn.Module):
+        def forward(self, x):
+            return x
+
+        @classmethod
+        def from_config(cls, config, rng):
+            return cls()
+
+    assert nn.LAYER_TYPES["Linear"] is nn.Linear
+    assert type(nn.module_from_config(nn.Linear(2, 1).config())) is nn.Linear
+
+
 def test_module_from_config_rejects_bad_configs():
     with pytest.raises(ValueError):
         nn.module_from_config({"type": "Nope"})

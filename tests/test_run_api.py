@@ -71,7 +71,7 @@ def test_fit_with_out_keeps_a_resumable_run(straight):
     assert ckpt["step"] == ckpt["trainer"]["step"] == 15 and ckpt["config"] == {"note": "mlp"}
     assert ckpt["parameters_sha256"] == sha
     assert ckpt["trainer"]["optimizer"]["type"] == "Adam"
-    assert checkpoint.parameters_sha256(checkpoint.build_model(ckpt)) == sha
+    assert checkpoint.parameters_sha256(nn.module_from_checkpoint(ckpt)) == sha
     assert [int(r.split(",")[0]) for r in rows(os.path.join(out, "train_stats.csv"))] == list(range(1, 16))
     assert [r.split(",")[:2] for r in rows(os.path.join(out, "test_stats.csv"))] == [
         ["1.0", "5"], ["2.0", "10"], ["3.0", "15"]]

@@ -5,7 +5,7 @@ import os
 import pytest
 
 from helpers_parallel import ROOT, run_script
-from minigrad import checkpoint
+from minigrad import checkpoint, nn
 
 OFFICIAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 ORIGINAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "original-minigrad", "model.json")
@@ -27,7 +27,7 @@ def run(tmp_path_factory):
 def test_run_folder_holds_a_resumable_checkpoint_and_logs(run):
     out, stdout = run
     ckpt = checkpoint.read(os.path.join(out, "model.json"))
-    model = checkpoint.build_model(ckpt)
+    model = nn.module_from_checkpoint(ckpt)
     assert len(model.parameters()) == 5357
     assert ckpt["step"] == ckpt["trainer"]["step"] == 12
     assert ckpt["config"]["batch_size"] == 4 and ckpt["config"]["max_steps"] == 12
@@ -119,7 +119,7 @@ def test_evaluate_reports_the_same_for_any_worker_count(run):
 def test_evaluate_reads_the_original_flat_checkpoint(run, tmp_path):
     out, _ = run
     path = os.path.join(out, "model.json")
-    model = checkpoint.build_model(path)
+    model = nn.module_from_checkpoint(path)
     flat = tmp_path / "flat.json"
     flat.write_text(json.dumps(model.parameter_values()))  # the original project's format
     expected = dict(evaluate_json(path, "--workers", "0"), checkpoint=str(flat))
