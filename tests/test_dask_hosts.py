@@ -11,9 +11,12 @@
     trainer    10.213.0.5    tests/helpers_dask_hosts.py: DataParallelTrainer(backend="dask", tls=...)
 
 The subnet exists only inside these namespaces; nothing is added to the machine's own
-namespace. Every namespace, link and process is removed on the way out (a namespace's
-links go with it); leftovers of a run that was killed are removed first, found by the
-name prefix. Needs root (or CAP_SYS_ADMIN) and the ``ip`` command; skipped otherwise.
+namespace. Each host's processes also get a /dev/shm of their own (a tmpfs in a mount
+namespace), as separate machines have: the semaphores of a host that is killed outright go
+with it instead of staying in the machine's /dev/shm. Every namespace, link and process is
+removed on the way out (a namespace's links go with it); leftovers of a run that was killed
+are removed first, found by the name prefix. Needs root (or CAP_SYS_ADMIN) and the ``ip``
+command; skipped otherwise.
 """
 import json
 import os
@@ -122,9 +125,15 @@ class Hosts:
         self.namespaces.append(namespace)
         ip("-n", namespace, "link", "set", "lo", "up")
 
+    def command(self, host, *command):
+        """``command`` run as on ``host``: in its network namespace, with a /dev/shm of its own."""
+        own_shm = 'mount -t tmpfs -o size=1g,mode=1777 shm /dev/shm && exec "$@"'
+        return ["ip", "netns", "exec", self.name(host), "unshare", "--mount", "--propagation", "private",
+                "sh", "-c", own_shm, "sh", *command]
+
     def start(self, host, *command, log_name=None):
-        """``command`` in ``host``'s namespace, its output in FOLDER/<host>.log (or a pipe)."""
-        argv = ["ip", "netns", "exec", self.name(host), *command]
+        """``command`` on ``host``, its output in FOLDER/<host>.log (or a pipe)."""
+        argv = self.command(host, *command)
         if log_name is None:
             process = subprocess.Popen(argv, env=self.env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                                        text=True, start_new_session=True, cwd=ROOT)
@@ -245,7 +254,7 @@ def test_the_training_script_on_the_simulated_hosts(hosts, tmp_path):
                               ("pool", ["--workers", "2"], None)):
         command = [sys.executable, script, *args, *extra, "--out", str(tmp_path / name)]
         if host is not None:
-            command = ["ip", "netns", "exec", hosts.name(host), *command]
+            command = hosts.command(host, *command)
         done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=hosts.env, cwd=ROOT)
         assert done.returncode == 0, done.stderr
         runs[name] = [line for line in done.stdout.splitlines() if line.startswith("parameters sha256")]
