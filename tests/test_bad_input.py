@@ -7,7 +7,7 @@ import os
 import numpy as np
 import pytest
 
-from helpers_parallel import tiny_dataset, tiny_loss, tiny_model, tiny_model_fn, wait_gone
+from helpers_parallel import children, leftovers, tiny_dataset, tiny_loss, tiny_model, tiny_model_fn, wait_gone
 from minigrad.checkpoint import CheckpointError
 from minigrad.data import Dataset
 from minigrad.losses import mse_loss
@@ -76,11 +76,11 @@ CONSTRUCTOR = [
 
 @pytest.mark.parametrize("kwargs,message", CONSTRUCTOR, ids=[str(sorted(k)) + m[:30] for k, m in CONSTRUCTOR])
 def test_bad_trainer_arguments_are_one_clear_error(kwargs, message):
-    before = _children()
+    before = children()
     with pytest.raises(ValueError, match=message) as info:
         trainer(**kwargs)
     assert "\n" not in str(info.value)
-    assert _new_children(before) == []
+    assert children(before) == []
 
 
 def _fit(**kwargs):
@@ -173,7 +173,7 @@ CALLS = [
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("name,call,error,message", CALLS, ids=[c[0] for c in CALLS])
 def test_bad_calls_are_one_clear_error_and_leave_nothing(name, call, error, message, workers, tmp_path):
-    before = _children()
+    before = children()
     t = trainer(workers)
     try:
         with pytest.raises(error, match=message) as info:
@@ -181,8 +181,8 @@ def test_bad_calls_are_one_clear_error_and_leave_nothing(name, call, error, mess
         assert "Worker traceback" not in str(info.value) and "\n" not in str(info.value)
     finally:
         t.close()
-    assert wait_gone(_new_children(before), 5) == []
-    assert _leftovers() == []
+    assert wait_gone(children(before), 5) == []
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -230,32 +230,5 @@ def test_fit_after_close_starts_a_fresh_pool_and_continues():
     t.fit(tiny_dataset(), epochs=1, batch_size=5, max_steps=6)  # the same trainer, a new pool
     assert t.parameters_sha256() == expected
     t.close()
-    assert _leftovers() == []
-
-
-# ---- processes and blocks ----
-
-def _children():
-    import psutil
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def _new_children(before):
-    """Children started since ``before`` that are still running, but multiprocessing's own helpers."""
-    import psutil
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        if p.pid in before:
-            continue
-        try:
-            command = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if "forkserver" not in command and "resource_tracker" not in command:
-            out.append(p.pid)
-    return out
-
-
-def _leftovers():
-    return [f for f in os.listdir("/dev/shm") if f.startswith(f"minigrad-{os.getpid()}-")]
+    assert leftovers() == []
 

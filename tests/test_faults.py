@@ -1,7 +1,6 @@
 """Faults injected on purpose: dying workers, exceptions in workers, NaN, signals, a killed
 parent, resume after interruption, bad input files. Each asserts the outcome within a
 time limit; script-level faults run the real script in a subprocess with a timeout."""
-import hashlib
 import importlib.util
 import json
 import os
@@ -15,19 +14,14 @@ import time
 
 import pytest
 
-from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, run_script, start_script, tiny_dataset, tiny_loss,
-                              tiny_model, tiny_model_fn, tiny_trainer, train_sha, wait_gone)
+from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, descendants, file_digest, rows, run_script,
+                              sample_at, sha_line, start_script, tiny_dataset, tiny_loss, tiny_model, tiny_model_fn,
+                              tiny_trainer, train_args, train_sha, wait_for_rows, wait_gone)
 from parallel import DataParallelTrainer, SampleCrashError, WorkerError
-from parallel.data_order import epoch_order
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
 
 STEPS, BATCH = 6, 5
-
-
-def sample_at(step, position):
-    """The index of the sample at ``position`` in the batch of ``step`` (1-based), first epoch."""
-    return epoch_order(len(tiny_dataset()), 0, 0)[(step - 1) * BATCH + position]
 
 
 # ---- a worker dies mid-step ----
@@ -134,48 +128,6 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
 
 
 # ---- the script: signals, resume, numerical faults, bad input ----
-
-def train_args(out, *extra):
-    return ["--workers", "2", "--batch-size", "4", "--max-steps", "30", "--checkpoint-every", "5",
-            "--out", str(out), "--quiet"] + list(extra)
-
-
-def rows(path):
-    with open(path) as f:
-        return f.read().splitlines()[1:]
-
-
-def wait_for_rows(proc, path, n, timeout=60):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if os.path.exists(path) and len(rows(path)) >= n:
-            return
-        if proc.poll() is not None:
-            raise AssertionError(f"the run ended early: {proc.communicate()}")
-        time.sleep(0.02)
-    raise AssertionError(f"{path}: fewer than {n} rows after {timeout}s")
-
-
-def descendants(pid):
-    import psutil
-    try:
-        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
-    except psutil.NoSuchProcess:
-        return []
-
-
-def sha_line(stdout):
-    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
-
-
-@pytest.fixture(scope="module")
-def straight_run(tmp_path_factory):
-    """An uninterrupted 30-step run: its final parameters fingerprint."""
-    out = tmp_path_factory.mktemp("straight")
-    done = run_script("train_parallel.py", *train_args(out))
-    assert done.returncode == 0, done.stderr
-    return sha_line(done.stdout), out
-
 
 @pytest.mark.parametrize("signals,code", [
     ([signal.SIGINT], 130),
@@ -375,11 +327,6 @@ def test_checkpoint_file_is_always_whole(tmp_path):
     pictures = (["training.png", "timeline.png", "filters.png", "mistakes.png", "confusion.png"]
                 if importlib.util.find_spec("matplotlib") else [])
     assert sorted(os.listdir(tmp_path)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + pictures)
-
-
-def file_digest(path):
-    with open(path, "rb") as f:
-        return hashlib.sha256(f.read()).hexdigest()
 
 
 def bad_inputs(good_checkpoint, tmp):

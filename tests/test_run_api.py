@@ -7,66 +7,22 @@ optional package is one line naming the extra.
 """
 import contextlib
 import errno
-import math
 import os
 import signal
 import subprocess
 import sys
 
-import cloudpickle
 import pytest
 
-from helpers_parallel import ROOT
-from minigrad import checkpoint, nn
+from helpers_parallel import MLP_FIT, MLP_N, ROOT, mlp_trainer, points, rows
+from minigrad import checkpoint
 from minigrad.atomic_file import atomic_write as real_atomic_write
-from parallel import DataParallelTrainer, TrainingInterrupted
+from parallel import TrainingInterrupted
 from parallel.run import RunWriteError, files, plots
 
-FIT = {"epochs": 3, "batch_size": 4, "max_steps": None}
-N = 18  # 5 steps per epoch, the last of 2 samples; 15 steps
 
-
-def mlp():
-    return nn.Sequential(nn.Linear(2, 6, activation="tanh", seed=0), nn.Linear(6, 1, seed=1))
-
-
-def squared_error(outputs, target):
-    return (outputs[0] - target) ** 2
-
-
-def predict(outputs):
-    return outputs[0].v
-
-
-def points(n, shift=0.0):
-    """(x, y) pairs of y = sin(x0) * x1, on a fixed grid."""
-    xs = [(math.sin(1.7 * k + shift), math.cos(0.9 * k + shift)) for k in range(n)]
-    return [([a, b], math.sin(a) * b) for a, b in xs]
-
-
-def trainer(workers):
-    return DataParallelTrainer(mlp, squared_error, optimizer="adam", lr=0.02, lr_schedule="cosine",
-                               workers=workers, seed=3, predict_fn=predict, log=lambda line: None)
-
-
-cloudpickle.register_pickle_by_value(sys.modules[__name__])
-
-
-def rows(path):
-    with open(path) as f:
-        return f.read().splitlines()[1:]
-
-
-@pytest.fixture(scope="module")
-def straight(tmp_path_factory):
-    out = str(tmp_path_factory.mktemp("straight"))
-    with trainer(0) as t:
-        history = t.fit(points(N), **FIT, test=points(6, 0.5), out=out, checkpoint_every=4, config={"note": "mlp"})
-        return t.parameters_sha256(), out, history
-
-
-def test_fit_with_out_keeps_a_resumable_run(straight):
-    sha, out, history = straight
+def test_fit_with_out_keeps_a_resumable_run(mlp_run):
+    sha, out, history = mlp_run
     ckpt = checkpoint.read(os.path.join(out, "model.json"))
     assert ckpt["step"] == ckpt["trainer"]["step"] == 15 and ckpt["config"] == {"note": "mlp"}
     assert ckpt["parameters_sha256"] == sha
@@ -92,36 +48,36 @@ def stop_at(step):
 
 
 @pytest.mark.parametrize("stop,workers", [(7, 2), (10, 1)])  # mid-epoch; right after an epoch's end
-def test_interrupted_run_resumes_bit_for_bit_with_other_workers(straight, tmp_path, stop, workers):
-    sha, _, _ = straight
+def test_interrupted_run_resumes_bit_for_bit_with_other_workers(mlp_run, tmp_path, stop, workers):
+    sha, _, _ = mlp_run
     out = str(tmp_path)
-    with trainer(workers) as t, pytest.raises(TrainingInterrupted):
-        t.fit(points(N), **FIT, test=points(6, 0.5), out=out, checkpoint_every=4, on_step=stop_at(stop))
+    with mlp_trainer(workers) as t, pytest.raises(TrainingInterrupted):
+        t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=out, checkpoint_every=4, on_step=stop_at(stop))
     assert checkpoint.read(os.path.join(out, "model.json"))["step"] == stop
-    with trainer(3 - workers) as t:
+    with mlp_trainer(3 - workers) as t:
         t.resume(os.path.join(out, "model.json"))
         assert t.step == stop
-        t.fit(points(N), **FIT, test=points(6, 0.5), out=out, checkpoint_every=4)
+        t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=out, checkpoint_every=4)
         assert t.parameters_sha256() == sha
     assert [int(r.split(",")[0]) for r in rows(tmp_path / "train_stats.csv")] == list(range(1, 16))
     assert [r.split(",")[1] for r in rows(tmp_path / "test_stats.csv")] == ["5", "10", "15"]
 
 
-def test_resume_keeps_the_runs_batch_size_and_folder(straight, tmp_path):
-    _, out, _ = straight
-    with trainer(0) as t:
+def test_resume_keeps_the_runs_batch_size_and_folder(mlp_run, tmp_path):
+    _, out, _ = mlp_run
+    with mlp_trainer(0) as t:
         t.resume(os.path.join(out, "model.json"))
         with pytest.raises(ValueError, match="model.json: Expected data order batch_size 5, got 4"):
-            t.fit(points(N), epochs=3, batch_size=5, out=out)
+            t.fit(points(MLP_N), epochs=3, batch_size=5, out=out)
         (tmp_path / "model.json").write_text("{}")  # another run's folder
         with pytest.raises(ValueError, match="already exists"):
-            t.fit(points(N), **FIT, out=str(tmp_path))
+            t.fit(points(MLP_N), **MLP_FIT, out=str(tmp_path))
 
 
 def test_fit_without_out_writes_nothing(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    with trainer(0) as t:
-        history = t.fit(points(N), **FIT, test=points(6, 0.5))
+    with mlp_trainer(0) as t:
+        history = t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5))
     assert os.listdir(tmp_path) == [] and sorted(history) == ["test", "train"]
 
 
@@ -144,8 +100,8 @@ def failing_atomic_write(name, after):
 
 
 def run_until_write_error(out, **fit):
-    with trainer(0) as t, pytest.raises(RunWriteError) as info:
-        t.fit(points(N), **FIT, test=points(6, 0.5), out=str(out), checkpoint_every=4, **fit)
+    with mlp_trainer(0) as t, pytest.raises(RunWriteError) as info:
+        t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=str(out), checkpoint_every=4, **fit)
     return info.value, t
 
 

@@ -4,16 +4,12 @@ import os
 
 import pytest
 
-from helpers_parallel import ROOT, run_script
+from helpers_parallel import ROOT, run_script, sha_line
 from minigrad import checkpoint
 
 OFFICIAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 ORIGINAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "original-minigrad", "model.json")
 TRAIN = ["--workers", "2", "--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5", "--quiet"]
-
-
-def sha_line(stdout):
-    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
 
 
 @pytest.fixture(scope="module")

@@ -12,18 +12,13 @@ import time
 import numpy as np
 import pytest
 
-from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, tiny_dataset, tiny_loss, tiny_model_fn, tiny_trainer,
-                              train_sha, wait_gone)
+from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, leftovers, tiny_dataset, tiny_loss, tiny_model_fn,
+                              tiny_trainer, train_sha, wait_gone)
 from parallel import Payload, ProcessBackend, WorkerError
 from parallel.replica import pack, tensor_order_parameters
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning"),
               pytest.mark.skipif(not os.path.isdir("/dev/shm"), reason="no /dev/shm to inspect")]
-
-
-def leftovers(pid=None):
-    """This run's shared memory blocks still in /dev/shm."""
-    return [f for f in os.listdir("/dev/shm") if f.startswith(f"minigrad-{pid or os.getpid()}-")]
 
 
 def wait_no_leftovers(pid, timeout):
