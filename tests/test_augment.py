@@ -1,7 +1,6 @@
 """Augmentations of one input: against numpy and torch references, drawn only from the rng,
-shapes kept, and through the trainer: new every epoch, continued by a resume. (Augmented
-training's bits for any worker count: test_bit_identity.py.)"""
-import json
+shapes kept, and through the trainer new every epoch. (Augmented training's bits for any worker
+count and after a resume: test_bit_identity.py, test_resume.py.)"""
 import math
 import pickle
 import random
@@ -9,7 +8,7 @@ import random
 import numpy as np
 import pytest
 
-from helpers_parallel import tiny_dataset, tiny_trainer, train_sha
+from helpers_parallel import tiny_dataset, train_sha
 from minigrad.data import load_mnist5k
 from minigrad.data.augment import (AUGMENTATIONS, BACKGROUND, elastic, rotation, shift, shift_rotate, translate,
                                    warp)
@@ -167,20 +166,3 @@ def test_each_epoch_trains_on_new_augmented_inputs():
     assert sorted(epochs[0]) == sorted(epochs[1]) == list(range(40))
     changed = sum(epochs[0][i] != epochs[1][i] for i in range(40))
     assert changed >= 30, f"only {changed} of 40 inputs changed between epochs"
-
-
-@pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
-def test_resume_mid_epoch_continues_the_same_augmentation():
-    data, shift_fn = tiny_dataset(), AUGMENTATIONS["shift"]
-    straight, _ = train_sha(0, data, steps=16, batch_size=6, augment_fn=shift_fn)
-    with tiny_trainer(8, augment_fn=shift_fn) as first:
-        for report in first.train_steps(data, epochs=100, batch_size=6, max_steps=16):
-            if report.step == 9:  # in the second epoch
-                break
-        state, params = json.loads(json.dumps(first.state_dict())), first.model.state_dict()
-    with tiny_trainer(0, augment_fn=shift_fn) as second:
-        second.model.load_state_dict(params)
-        second.load_state_dict(state)
-        second.fit(data, epochs=100, batch_size=6, max_steps=16)
-        assert second.step == 16
-        assert second.parameters_sha256() == straight

@@ -1,5 +1,5 @@
 """Faults injected on purpose: dying workers, exceptions in workers, NaN, signals, a killed
-parent, resume after interruption, bad input files. Each asserts the outcome within a
+parent, bad input files. Each asserts the outcome within a
 time limit; script-level faults run the real script in a subprocess with a timeout."""
 import importlib.util
 import json
@@ -15,7 +15,7 @@ import time
 import pytest
 
 from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, descendants, file_digest, rows, run_script,
-                              sample_at, sha_line, start_script, tiny_dataset, tiny_loss, tiny_model, tiny_model_fn,
+                              sample_at, start_script, tiny_dataset, tiny_loss, tiny_model, tiny_model_fn,
                               tiny_trainer, train_args, train_sha, wait_for_rows, wait_gone)
 from parallel import DataParallelTrainer, SampleCrashError, WorkerError
 
@@ -127,7 +127,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     assert wait_gone(pids, 5) == []
 
 
-# ---- the script: signals, resume, numerical faults, bad input ----
+# ---- the script: signals, numerical faults, bad input ----
 
 @pytest.mark.parametrize("signals,code", [
     ([signal.SIGINT], 130),
@@ -236,48 +236,6 @@ def test_signals_at_random_moments_under_load_keep_checkpoint_and_logs_together(
         for burner in burners:
             burner.kill()
             burner.wait()
-
-
-@pytest.mark.slow
-def test_interrupted_and_resumed_run_is_bit_identical(straight_run, tmp_path):
-    sha, _ = straight_run
-    proc = start_script("train_parallel.py", *train_args(tmp_path))
-    try:
-        wait_for_rows(proc, tmp_path / "train_stats.csv", 8)
-        proc.send_signal(signal.SIGINT)
-        proc.communicate(timeout=10)
-    finally:
-        proc.kill()
-    assert proc.returncode == 130
-    with open(tmp_path / "model.json") as f:
-        assert 8 <= json.load(f)["step"] < 30
-    done = run_script("train_parallel.py", "--resume", tmp_path / "model.json", "--workers", "3", "--quiet")
-    assert done.returncode == 0, done.stderr
-    assert sha_line(done.stdout) == sha
-    steps = [int(r.split(",")[0]) for r in rows(tmp_path / "train_stats.csv")]
-    assert steps == list(range(1, 31))
-
-
-@pytest.mark.slow
-def test_resume_after_the_parent_was_killed_is_bit_identical(straight_run, tmp_path):
-    """SIGKILL leaves only the periodic checkpoint; resuming from it (in-process) still matches."""
-    sha, _ = straight_run
-    proc = start_script("train_parallel.py", *train_args(tmp_path))
-    try:
-        wait_for_rows(proc, tmp_path / "train_stats.csv", 12)
-        children = descendants(proc.pid)
-        proc.kill()
-        proc.wait(10)
-    finally:
-        proc.kill()
-    assert wait_gone(children, 5) == []
-    with open(tmp_path / "model.json") as f:
-        assert json.load(f)["step"] % 5 == 0
-    done = run_script("train_parallel.py", "--resume", tmp_path / "model.json", "--workers", "0", "--quiet")
-    assert done.returncode == 0, done.stderr
-    assert sha_line(done.stdout) == sha
-    steps = [int(r.split(",")[0]) for r in rows(tmp_path / "train_stats.csv")]
-    assert steps == list(range(1, 31))
 
 
 def test_nan_stops_the_script_with_the_step_and_keeps_the_checkpoint(straight_run, tmp_path):

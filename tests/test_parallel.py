@@ -1,5 +1,5 @@
 """The data-parallel trainer: exact gradients, payload sent once, evaluation, data order,
-resumable state, argument checks."""
+argument checks."""
 import math
 import os
 import signal
@@ -9,8 +9,7 @@ import numpy as np
 import pytest
 
 from helpers_parallel import (N_CLASSES, CountingDataset, count_events, counting_model_fn, tiny_dataset, tiny_loss,
-                              tiny_model, tiny_model_fn, tiny_trainer, train_sha)
-from minigrad import checkpoint
+                              tiny_model, tiny_model_fn, tiny_trainer)
 from parallel import (DataParallelTrainer, NonFiniteError, Payload, Replica, TensorLayout,
                       TrainingInterrupted)
 from parallel.data_order import DataOrder, epoch_order
@@ -124,23 +123,6 @@ def test_evaluate_matches_a_plain_loop():
     assert ev.accuracy == hits / 30
     assert ev.loss == sum(losses) / 30
     assert ev.confusion == confusion
-
-
-def test_resume_from_state_is_bit_identical_with_another_worker_count():
-    data = tiny_dataset()
-    straight, _ = train_sha(2, data, steps=12, batch_size=6)
-    with tiny_trainer(1) as first:
-        for report in first.train_steps(data, epochs=100, batch_size=6, max_steps=12):
-            if report.step == 5:
-                break
-        state, params = first.state_dict(), first.model.state_dict()
-    state = checkpoint.json.loads(checkpoint.json.dumps(state))  # through JSON, as in a checkpoint
-    with tiny_trainer(3) as second:
-        second.model.load_state_dict(params)
-        second.load_state_dict(state)
-        second.fit(data, epochs=100, batch_size=6, max_steps=12)
-        assert second.step == 12
-        assert second.parameters_sha256() == straight
 
 
 def test_nan_loss_names_the_step_and_sample_and_changes_nothing():

@@ -1,14 +1,12 @@
 """The run API alone, on a model that is not the CNN: a small MLP fitting a smooth function.
 
-fit(out=...) checkpoints, an interrupted run resumes with another worker count to the same bits
-as an uninterrupted one, and a file that cannot be written stops the run with the previous
+fit(out=...) checkpoints, and a file that cannot be written stops the run with the previous
 checkpoint whole and nothing half-written beside it. Also: installing is enough, and a missing
 optional package is one line naming the extra.
 """
 import contextlib
 import errno
 import os
-import signal
 import subprocess
 import sys
 
@@ -17,7 +15,6 @@ import pytest
 from helpers_parallel import MLP_FIT, MLP_N, ROOT, mlp_trainer, points, rows
 from minigrad import checkpoint
 from minigrad.atomic_file import atomic_write as real_atomic_write
-from parallel import TrainingInterrupted
 from parallel.run import RunWriteError, files, plots
 
 
@@ -38,40 +35,6 @@ def test_fit_with_out_keeps_a_resumable_run(mlp_run):
     expected = ["training.png", "timeline.png"] if plots._pyplot() is not None else []
     assert history["pictures"] == expected
     assert sorted(os.listdir(out)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + expected)
-
-
-def stop_at(step):
-    def hook(report):
-        if report.step == step:
-            raise TrainingInterrupted(signal.SIGINT)
-    return hook
-
-
-@pytest.mark.parametrize("stop,workers", [(7, 2), (10, 1)])  # mid-epoch; right after an epoch's end
-def test_interrupted_run_resumes_bit_for_bit_with_other_workers(mlp_run, tmp_path, stop, workers):
-    sha, _, _ = mlp_run
-    out = str(tmp_path)
-    with mlp_trainer(workers) as t, pytest.raises(TrainingInterrupted):
-        t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=out, checkpoint_every=4, on_step=stop_at(stop))
-    assert checkpoint.read(os.path.join(out, "model.json"))["step"] == stop
-    with mlp_trainer(3 - workers) as t:
-        t.resume(os.path.join(out, "model.json"))
-        assert t.step == stop
-        t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=out, checkpoint_every=4)
-        assert t.parameters_sha256() == sha
-    assert [int(r.split(",")[0]) for r in rows(tmp_path / "train_stats.csv")] == list(range(1, 16))
-    assert [r.split(",")[1] for r in rows(tmp_path / "test_stats.csv")] == ["5", "10", "15"]
-
-
-def test_resume_keeps_the_runs_batch_size_and_folder(mlp_run, tmp_path):
-    _, out, _ = mlp_run
-    with mlp_trainer(0) as t:
-        t.resume(os.path.join(out, "model.json"))
-        with pytest.raises(ValueError, match="model.json: Expected data order batch_size 5, got 4"):
-            t.fit(points(MLP_N), epochs=3, batch_size=5, out=out)
-        (tmp_path / "model.json").write_text("{}")  # another run's folder
-        with pytest.raises(ValueError, match="already exists"):
-            t.fit(points(MLP_N), **MLP_FIT, out=str(tmp_path))
 
 
 def test_fit_without_out_writes_nothing(tmp_path, monkeypatch):
