@@ -1,21 +1,16 @@
 """The data-parallel trainer: exact gradients, payload sent once, evaluation, data order,
 argument checks."""
 import math
-import os
-import signal
-import time
 
 import numpy as np
 import pytest
 
 from helpers_parallel import (N_CLASSES, CountingDataset, count_events, counting_model_fn, tiny_dataset, tiny_loss,
                               tiny_model, tiny_model_fn, tiny_trainer)
-from parallel import (DataParallelTrainer, NonFiniteError, Payload, Replica, TensorLayout,
-                      TrainingInterrupted)
+from parallel import (DataParallelTrainer, NonFiniteError, Payload, Replica, TensorLayout)
 from parallel.data_order import DataOrder, epoch_order
 from parallel.process_pool import ProcessBackend
 from parallel.replica import pack
-from parallel.signals import deferred_signals, stop_on_signals
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
 
@@ -201,19 +196,6 @@ def test_worker_memory_is_reported():
         trainer.fit(tiny_dataset(), epochs=1, batch_size=4, max_steps=1)
         memory = trainer.backend.memory()
     assert len(memory) == 2 and all(m > 1_000_000 for m in memory)
-
-
-def test_signal_inside_a_deferred_block_waits_for_its_end():
-    order = []
-    with stop_on_signals():
-        with pytest.raises(TrainingInterrupted) as info:
-            with deferred_signals():
-                os.kill(os.getpid(), signal.SIGTERM)
-                time.sleep(0.05)  # the handler has run by now, and only took note
-                order.append("block finished")
-        order.append("raised after")
-    assert order == ["block finished", "raised after"]
-    assert info.value.exit_code == 143
 
 
 def test_fit_evaluates_after_each_epoch_and_reports_steps():
