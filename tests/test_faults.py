@@ -1,10 +1,9 @@
-"""Faults injected on purpose: dying workers, exceptions in workers, NaN, a killed parent,
-bad input files. Each asserts the outcome within a
-time limit; script-level faults run the real script in a subprocess with a timeout."""
+"""Faults injected on purpose: dying workers, exceptions in workers, a killed parent, bad input
+files, a full disk. Each asserts the outcome within a time limit; script-level faults run the
+real script in a subprocess with a timeout."""
 import importlib.util
 import json
 import os
-import platform
 import select
 import signal
 import subprocess
@@ -127,27 +126,7 @@ def test_workers_exit_when_the_parent_is_killed(tmp_path):
     assert wait_gone(pids, 5) == []
 
 
-# ---- the script: numerical faults, bad input ----
-
-def test_nan_stops_the_script_with_the_step_and_keeps_the_checkpoint(straight_run, tmp_path):
-    """Weights of +-1e308 are finite, but w * x overflows to +-inf and inf - inf is nan."""
-    _, run = straight_run
-    with open(os.path.join(run, "model.json")) as f:
-        ckpt = json.load(f)
-    ckpt["config"]["max_steps"] = 32  # two more steps to go
-    flat = [1e308 if k % 2 else -1e308 for k in range(15 * 25)]
-    ckpt["parameters"]["conv.0.weight"] = [[[flat[o * 25 + r * 5:o * 25 + r * 5 + 5] for r in range(5)]]
-                                           for o in range(15)]
-    path = tmp_path / "model.json"
-    path.write_text(json.dumps(ckpt))
-    before = file_digest(path)
-    done = run_script("train_parallel.py", "--resume", path, "--quiet")
-    assert done.returncode == 3, done.stderr
-    assert "Traceback" not in done.stderr
-    line = [x for x in done.stderr.splitlines() if x.startswith("error:")][0]
-    assert "Non-finite loss in step 31 at sample" in line and "checkpoint" in line
-    assert file_digest(path) == before  # the last good checkpoint stays
-
+# ---- the script: bad input ----
 
 def test_checkpoint_file_is_always_whole(tmp_path):
     """A reader polling model.json during a run that saves every step never sees a partial file."""
@@ -273,24 +252,6 @@ def test_full_disk_stops_with_one_line_and_keeps_the_last_checkpoint(small_tmpfs
         assert json.load(f)["step"] == 5
     assert sorted(os.listdir(out)) == ["model.json", "test_stats.csv", "train_stats.csv"]  # no temp file
     assert [int(r.split(",")[0]) for r in rows(out / "train_stats.csv")] == list(range(1, 11))
-
-
-@pytest.mark.slow
-def test_memory_stays_flat_over_20000_samples():
-    from parallel.run.memory import MB, MemoryMonitor
-    data = tiny_dataset(n=400)
-    with tiny_trainer(2, lr=0.01) as trainer:
-        monitor = MemoryMonitor(trainer.backend)
-        for report in trainer.train_steps(data, epochs=50, batch_size=8):
-            if report.step == 625:  # warmed up (PyPy's JIT too): 5,000 samples in
-                start = monitor.read(force=True)
-        end = monitor.read(force=True)
-        assert trainer.step * 8 == 20000
-    growth = [(e - s) / MB for s, e in zip([start[0]] + start[1], [end[0]] + end[1])]
-    # PyPy's RSS keeps rising for a while as its JIT compiles and its GC sizes the heap, then
-    # levels off; a leak of one gradient per sample would still add 20,000 x 43 kB = 860 MB.
-    limit = 5 if platform.python_implementation() == "CPython" else 200
-    assert max(growth) < limit, f"RSS growth (MB) of parent and workers: {growth}"
 
 
 def test_training_continues_after_a_worker_error(tmp_path):
