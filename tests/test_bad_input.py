@@ -1,6 +1,7 @@
 """Bad input through the library: every argument of DataParallelTrainer, fit, train_steps, evaluate
 and resume is checked up front, with one error that names the argument and says expected vs got;
-never a deep traceback, a hang, a process left behind or a block left in /dev/shm."""
+never a deep traceback, a hang, a process left behind or a block left in /dev/shm. More workers
+than CPUs is allowed, with a warning."""
 import math
 import os
 
@@ -12,6 +13,7 @@ from minigrad.checkpoint import CheckpointError
 from minigrad.data import Dataset
 from minigrad.losses import mse_loss
 from parallel import DataParallelTrainer
+from parallel.process_pool import ProcessBackend
 from parallel.run.files import RunFolderError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
@@ -52,6 +54,8 @@ CONSTRUCTOR = [
     ({"workers": -1}, "Expected workers to be an integer >= 0, got -1"),
     ({"workers": "2"}, "Expected workers to be an integer >= 0, got '2'"),
     ({"workers": 2.0}, "Expected workers to be an integer >= 0, got 2.0"),
+    ({"workers": 1.5}, "Expected workers to be an integer >= 0, got 1.5"),
+    ({"backend": "threads", "workers": 1}, r"Expected a backend in \['dask', 'process'\], got 'threads'"),
     ({"lr": math.nan}, "Expected lr to be a finite number >= 0, got nan"),
     ({"lr": -0.1}, "Expected lr to be a finite number >= 0, got -0.1"),
     ({"lr": "0.1"}, "Expected lr to be a finite number >= 0, got '0.1'"),
@@ -65,6 +69,7 @@ CONSTRUCTOR = [
      r"Expected predict_fn to be callable as predict_fn\(outputs\), got lambda\(a, b\)"),
     ({"augment_fn": lambda x: x}, r"Expected augment_fn to be callable as augment_fn\(input, rng\), got lambda\(x\)"),
     ({"seed": 1.5}, "Expected seed to be an integer, got 1.5"),
+    ({"seed": "0"}, "Expected seed to be an integer, got '0'"),
     ({"optimizer": "rmsprop"}, "Expected optimizer 'sgd', 'adam' or a function, got 'rmsprop'"),
     ({"momentum": -1}, "Expected momentum >= 0, got -1"),
     ({"lr_schedule": "linear"},
@@ -81,6 +86,14 @@ def test_bad_trainer_arguments_are_one_clear_error(kwargs, message):
         trainer(**kwargs)
     assert "\n" not in str(info.value)
     assert children(before) == []
+
+
+def test_more_workers_than_cpus_warns_but_runs():
+    from parallel import available_cpus
+    with pytest.warns(RuntimeWarning, match="CPUs"):
+        backend = ProcessBackend(available_cpus() + 1)
+    assert backend.workers == available_cpus() + 1
+    backend.close()
 
 
 def _fit(**kwargs):

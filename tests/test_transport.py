@@ -1,7 +1,8 @@
 """The pool's transport: parameters, gradients and datasets in shared memory, one sample
-at a time per worker. A gradient's bits do not depend on who computed it, and nothing of a
-run is left in /dev/shm after any way out: a normal end, an exception, a worker's death, a
-signal, the parent's own SIGKILL."""
+at a time per worker, the model, loss and data sent to each worker once. A gradient's bits do
+not depend on who computed it, and nothing of a run is left, neither a process nor a block in
+/dev/shm, after any way out: a normal end, an exception, a worker's death, a signal, the
+parent's own SIGKILL."""
 import os
 import select
 import signal
@@ -12,9 +13,9 @@ import time
 import numpy as np
 import pytest
 
-from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, leftovers, tiny_dataset, tiny_loss, tiny_model_fn,
-                              tiny_trainer, train_sha, wait_gone)
-from parallel import Payload, ProcessBackend, WorkerError
+from helpers_parallel import (PARENT, ROOT, CountingDataset, FaultyDataset, alive, count_events, counting_model_fn,
+                              leftovers, tiny_dataset, tiny_loss, tiny_model_fn, tiny_trainer, train_sha, wait_gone)
+from parallel import DataParallelTrainer, Payload, ProcessBackend, WorkerError
 from parallel.replica import pack, tensor_order_parameters
 
 pytestmark = [pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning"),
@@ -82,6 +83,17 @@ def test_a_dataset_is_placed_in_shared_memory_once():
         assert any(size >= data.images.nbytes for size in sizes)
         trainer.fit(data, epochs=1, batch_size=8, max_steps=3)
     assert leftovers() == []
+
+
+def test_model_loss_and_data_reach_each_worker_once(tmp_path):
+    model_counter, data_counter = str(tmp_path / "model"), str(tmp_path / "data")
+    data = CountingDataset(tiny_dataset(), data_counter)
+    with DataParallelTrainer(counting_model_fn(model_counter), tiny_loss, lr=0.05, workers=2,
+                             log=lambda line: None) as trainer:
+        trainer.fit(data, epochs=3, batch_size=4, max_steps=12)
+        trainer.evaluate(data)
+    assert count_events(model_counter) == 2  # one replica per worker, not one per step
+    assert count_events(data_counter) == 2
 
 
 def test_nothing_is_left_after_a_normal_end_an_exception_or_a_dead_worker(tmp_path):

@@ -1,13 +1,10 @@
-"""The data-parallel trainer: training against torch, payload sent once, evaluation, argument checks."""
-
+"""What fit and evaluate compute: six steps of SGD against the same net in torch (float64), evaluate
+against a plain loop over the samples, and fit's evaluation after each epoch with its reports."""
 import numpy as np
 import pytest
 
-from helpers_parallel import (N_CLASSES, CountingDataset, count_events, counting_model_fn, tiny_dataset, tiny_loss,
-                              tiny_model, tiny_trainer)
-from parallel import (DataParallelTrainer)
+from helpers_parallel import N_CLASSES, tiny_dataset, tiny_loss, tiny_model, tiny_trainer
 from parallel.data_order import epoch_order
-from parallel.process_pool import ProcessBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
 
@@ -45,17 +42,6 @@ def test_training_matches_torch_float64(torch):
         np.testing.assert_allclose(got[name + ".bias"], layer.bias.detach().numpy(), rtol=1e-10, atol=1e-12)
 
 
-def test_model_loss_and_data_reach_each_worker_once(tmp_path):
-    model_counter, data_counter = str(tmp_path / "model"), str(tmp_path / "data")
-    data = CountingDataset(tiny_dataset(), data_counter)
-    with DataParallelTrainer(counting_model_fn(model_counter), tiny_loss, lr=0.05, workers=2,
-                             log=lambda line: None) as trainer:
-        trainer.fit(data, epochs=3, batch_size=4, max_steps=12)
-        trainer.evaluate(data)
-    assert count_events(model_counter) == 2  # one replica per worker, not one per step
-    assert count_events(data_counter) == 2
-
-
 def test_evaluate_matches_a_plain_loop():
     data = tiny_dataset(n=30, seed=1)
     model = tiny_model()
@@ -73,36 +59,6 @@ def test_evaluate_matches_a_plain_loop():
     assert ev.accuracy == hits / 30
     assert ev.loss == sum(losses) / 30
     assert ev.confusion == confusion
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"workers": -1}, "workers"),
-    ({"workers": 1.5}, "workers"),
-    ({"backend": "threads", "workers": 1}, "backend"),
-    ({"lr_schedule": "linear"}, "lr_schedule"),
-    ({"optimizer": "rmsprop"}, "optimizer"),
-    ({"seed": "0"}, "seed"),
-    ({"lr": -0.1}, "lr"),
-])
-def test_bad_trainer_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        tiny_trainer(**{"workers": 0, **kwargs})
-
-
-@pytest.mark.parametrize("kwargs,message", [
-    ({"epochs": 0}, "epochs"), ({"batch_size": 0}, "batch_size"), ({"max_steps": 0}, "max_steps")])
-def test_bad_fit_arguments(kwargs, message):
-    args = {"epochs": 1, "batch_size": 4, **kwargs}
-    with tiny_trainer(0) as trainer, pytest.raises(ValueError, match=message):
-        trainer.fit(tiny_dataset(), **args)
-
-
-def test_more_workers_than_cpus_warns_but_runs():
-    from parallel import available_cpus
-    with pytest.warns(RuntimeWarning, match="CPUs"):
-        backend = ProcessBackend(available_cpus() + 1)
-    assert backend.workers == available_cpus() + 1
-    backend.close()
 
 
 def test_fit_evaluates_after_each_epoch_and_reports_steps():
