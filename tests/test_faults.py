@@ -4,16 +4,14 @@ real script in a subprocess with a timeout."""
 import importlib.util
 import json
 import os
-import select
 import signal
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from helpers_parallel import (PARENT, ROOT, FaultyDataset, alive, file_digest, rows, run_script,
+from helpers_parallel import (FaultyDataset, file_digest, rows, run_script,
                               sample_at, tiny_dataset, tiny_loss, tiny_model, tiny_model_fn,
                               tiny_trainer, train_args, train_sha, wait_gone)
 from parallel import DataParallelTrainer, SampleCrashError, WorkerError
@@ -108,22 +106,6 @@ def test_model_fn_failing_in_the_worker_is_reported():
         with pytest.raises(WorkerError, match="while loading the payload") as info:
             trainer.evaluate(tiny_dataset(n=2))
     assert "RuntimeError: no model in workers" in str(info.value)
-
-
-# ---- the parent dies ----
-
-def test_workers_exit_when_the_parent_is_killed(tmp_path):
-    script = tmp_path / "parent.py"
-    script.write_text(PARENT.format(tests=os.path.join(ROOT, "tests")))
-    proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, text=True)
-    try:
-        assert select.select([proc.stdout], [], [], 60)[0], "the trainer printed no pids within 60s"
-        pids = [int(p) for p in proc.stdout.readline().split()]
-        assert len(pids) == 2 and alive(pids) == pids
-    finally:
-        proc.kill()
-        proc.wait(10)
-    assert wait_gone(pids, 5) == []
 
 
 # ---- the script: bad input ----

@@ -111,8 +111,10 @@ def test_nothing_is_left_after_a_normal_end_an_exception_or_a_dead_worker(tmp_pa
     assert leftovers() == []
 
 
-@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM])
+@pytest.mark.parametrize("how", [signal.SIGKILL, signal.SIGINT, signal.SIGTERM], ids=["SIGKILL", "SIGINT", "SIGTERM"])
 def test_nothing_is_left_when_the_parent_is_killed_or_stopped(how, tmp_path):
+    """Killed, the parent leaves its workers to see their pipe close and exit on their own; stopped by
+    a signal, it ends them itself. Either way no worker and no block of the run is left."""
     script = tmp_path / "parent.py"
     script.write_text(PARENT.format(tests=os.path.join(ROOT, "tests")))
     proc = subprocess.Popen([sys.executable, str(script)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
