@@ -1,7 +1,9 @@
 """JSON checkpoints: round trips, the original flat format against a torch model, every kind of
-bad file (named in the error, model untouched), atomic writes under failure, and the digest."""
+bad file (named in the error, model untouched), atomic writes under failure (and a model.json that
+a reader polling a training run never sees half-written), and the digest."""
 import errno
 import hashlib
+import importlib.util
 import json
 import math
 import os
@@ -11,6 +13,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -521,6 +524,36 @@ def test_a_full_tmpfs_keeps_the_previous_checkpoint(tiny_tmpfs):
     assert path.read_bytes() == old and listing(tiny_tmpfs) == ["model.json"]
     save(path, small_model(seed=3), step=3)  # the space the failed write took is free again
     assert read(path)["step"] == 3
+
+
+def test_checkpoint_file_is_always_whole(tmp_path):
+    """A reader polling model.json during a run that saves every step never sees a partial file."""
+    from helpers_parallel import run_script, train_args
+    path = tmp_path / "model.json"
+    reads, problems, stop = [], [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                with open(path) as f:
+                    reads.append(json.load(f)["step"])
+            except FileNotFoundError:
+                pass
+            except ValueError as e:
+                problems.append(e)
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        done = run_script("train_parallel.py", *train_args(tmp_path, "--checkpoint-every", "1",
+                                                           "--max-steps", "20"))
+    finally:
+        stop.set()
+        reader.join()
+    assert done.returncode == 0, done.stderr
+    assert problems == [] and len(set(reads)) > 5
+    pictures = (["training.png", "timeline.png", "filters.png", "mistakes.png", "confusion.png"]
+                if importlib.util.find_spec("matplotlib") else [])
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + pictures)
 
 
 def test_atomic_write_text_replaces_and_keeps_permissions(tmp_path):
