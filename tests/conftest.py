@@ -1,6 +1,9 @@
 """Shared tolerances and comparison helpers for the reference tests, and the runs that several of the
 trainer's test files read."""
 import math
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -55,3 +58,30 @@ def mlp_run(tmp_path_factory):
         history = t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=out, checkpoint_every=4,
                         config={"note": "mlp"})
         return t.parameters_sha256(), out, history
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)`` mounts a tmpfs of ``size`` (as mount reads it: "64k") in tmp_path and returns its
+    folder, or skips the test where none can be mounted (it needs root); unmounted at the end."""
+    mounted = []
+
+    def mount(size):
+        folder = tmp_path / f"tmpfs-{size}-{len(mounted)}"
+        folder.mkdir()
+        command = shutil.which("mount")
+        if os.name != "posix" or command is None:
+            pytest.skip("mounting a tmpfs needs a POSIX system with mount")
+        try:
+            done = subprocess.run([command, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                  capture_output=True, text=True, timeout=30)
+        except OSError as e:
+            pytest.skip(f"cannot run mount: {e}")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip() or done.returncode}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True, timeout=30)
