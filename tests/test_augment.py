@@ -1,6 +1,5 @@
-"""Augmentations of one input: against numpy and torch references, drawn only from the rng,
-shapes kept, and through the trainer new every epoch. (Augmented training's bits for any worker
-count and after a resume: test_bit_identity.py, test_resume.py.)"""
+"""Augmentations of one input against numpy and torch, drawn only from the rng, shapes kept, new every epoch in the
+trainer. (Their bits for any worker count and after a resume: test_bit_identity.py, test_resume.py.)"""
 import math
 import pickle
 import random

@@ -1,7 +1,5 @@
-"""Bad input through the library: every argument of DataParallelTrainer, fit, train_steps, evaluate
-and resume is checked up front, with one error that names the argument and says expected vs got;
-never a deep traceback, a hang, a process left behind or a block left in /dev/shm. More workers
-than CPUs is allowed, with a warning."""
+"""Bad input through the library: every argument is checked up front, one error naming it, expected vs got, and
+nothing left behind (no traceback, hang, process or /dev/shm block); more workers than CPUs only warns."""
 import math
 import os
 

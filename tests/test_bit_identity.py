@@ -1,6 +1,5 @@
-"""The same parameter bits for any number of workers (0: in the parent itself), with batches that change
-size and with augmentations: gradients are added in batch order, as a plain loop over the samples adds
-them. (The Dask backend's bits are checked against the pool's in test_dask.py.)"""
+"""The same parameter bits for any worker count (0: in the parent), batch-size change or augmentation, equal
+to a plain loop's, which adds the gradients in batch order. (Dask's bits against the pool's: test_dask.py.)"""
 import numpy as np
 import pytest
 

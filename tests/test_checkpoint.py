@@ -1,6 +1,5 @@
-"""JSON checkpoints: round trips, the original flat format against a torch model, every kind of
-bad file (named in the error, model untouched), atomic writes under failure (and a model.json that
-a reader polling a training run never sees half-written), and the digest."""
+"""JSON checkpoints: round trips, the original flat format, every kind of bad file, atomic writes (under failure,
+and as a reader polling a training run sees them), and the digest."""
 import errno
 import hashlib
 import importlib.util

@@ -1,6 +1,5 @@
-"""A full disk (ENOSPC, EDQUOT) while a checkpoint, a log or a picture is written: the run stops with
-one line naming the file and the last good checkpoint, which stays whole, with no temp file beside it
-and only whole rows in each log. Injected into the run API's writers, and for real on a small tmpfs."""
+"""A full disk while a checkpoint, a log or a picture is written: one line naming the file and the last good
+checkpoint, which stays whole, no temp file, whole log rows. Injected, and on a real 600 kB tmpfs."""
 import contextlib
 import errno
 import json

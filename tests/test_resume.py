@@ -1,6 +1,5 @@
-"""Resume continues bit for bit, with another worker count: from a trainer's state, from a run folder
-interrupted mid-epoch or at an epoch's end, from the script's checkpoint after Ctrl-C or after its
-parent was killed; and a resumed run keeps its batch size and its folder."""
+"""Resume continues bit for bit with another worker count: from a trainer's state, from a run folder, from the
+script's checkpoint after Ctrl-C or a killed parent; and it keeps the run's batch size and folder."""
 import json
 import os
 import signal

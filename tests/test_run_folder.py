@@ -1,6 +1,5 @@
-"""fit(out=...) keeps a run folder, shown on a model that is not the CNN (a small MLP fitting a smooth
-function): a checkpoint that says how it was made, one log row per step, an evaluation per epoch and
-the pictures that apply; without out, fit writes nothing."""
+"""fit(out=...) keeps a run folder, on a model that is not the CNN (a small MLP): a checkpoint that says how it
+was made, a log row per step, an evaluation per epoch, its pictures; without out, fit writes nothing."""
 import os
 
 from helpers_parallel import MLP_FIT, MLP_N, mlp_trainer, points, rows

@@ -1,7 +1,5 @@
-"""Ctrl-C and SIGTERM: a signal that arrives inside a deferred block (a parameter update, a log flush)
-waits for its end; the script stops within seconds, saves the last completed step with one log row
-per step up to it and none past it, leaves no child process and exits 130 or 143, also when the
-signals come in bursts at random moments of a loaded machine."""
+"""Ctrl-C and SIGTERM: a signal inside a deferred block waits for its end; the script saves the last completed
+step with its log rows, leaves no child and exits 130 or 143, even at random moments under load."""
 import json
 import os
 import signal

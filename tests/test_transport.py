@@ -1,8 +1,5 @@
-"""The pool's transport: parameters, gradients and datasets in shared memory, one sample
-at a time per worker, the model, loss and data sent to each worker once. A gradient's bits do
-not depend on who computed it, and nothing of a run is left, neither a process nor a block in
-/dev/shm, after any way out: a normal end, an exception, a worker's death, a signal, the
-parent's own SIGKILL."""
+"""The pool's transport: parameters, gradients and data in shared memory, the payload sent to each worker once,
+one sample at a time; no process and no /dev/shm block is left after any way out, even the parent's SIGKILL."""
 import os
 import select
 import signal

@@ -1,7 +1,5 @@
-"""A worker that dies mid-step (SIGKILL, os._exit, a segfault, MemoryError) is noticed at once and
-replaced, only the samples it owed are recomputed, and the bits are those of an undisturbed run; a
-sample that keeps killing workers stops the run naming it; an exception in a worker stops the run with
-the worker's traceback, and the next fit starts a fresh pool. Each within a time limit."""
+"""A worker that dies (SIGKILL, os._exit, segfault, MemoryError) is replaced and only its samples recomputed, same
+bits; a sample that keeps killing workers, or an exception in one, stops the run naming the sample or the traceback."""
 import os
 import signal
 import time
