@@ -1,5 +1,9 @@
-"""Shared tolerances and comparison helpers for the reference tests."""
+"""Shared tolerances and comparison helpers for the reference tests, and the runs that several of the
+trainer's test files read."""
 import math
+import os
+import shutil
+import subprocess
 
 import pytest
 
@@ -32,3 +36,52 @@ def assert_all_close(got, expected, what="", rtol=RTOL, atol=ATOL):
     assert len(got) == len(expected), f"{what}: got {len(got)} numbers, expected {len(expected)}"
     for i, (g, e) in enumerate(zip(got, expected)):
         assert_close(g, e, f"{what}[{i}]", rtol, atol)
+
+
+@pytest.fixture(scope="session")
+def straight_run(tmp_path_factory):
+    """An uninterrupted 30-step run of train_parallel.py: its final parameters fingerprint and its folder.
+    One run for the whole session: it takes seconds, and its users only read it."""
+    from helpers_parallel import run_script, sha_line, train_args
+    out = tmp_path_factory.mktemp("straight")
+    done = run_script("train_parallel.py", *train_args(out))
+    assert done.returncode == 0, done.stderr
+    return sha_line(done.stdout), out
+
+
+@pytest.fixture(scope="module")
+def mlp_run(tmp_path_factory):
+    """An uninterrupted fit(out=...) of the MLP, a checkpoint every 4 steps: (fingerprint, folder, history)."""
+    from helpers_parallel import MLP_FIT, MLP_N, mlp_trainer, points
+    out = str(tmp_path_factory.mktemp("straight"))
+    with mlp_trainer(0) as t:
+        history = t.fit(points(MLP_N), **MLP_FIT, test=points(6, 0.5), out=out, checkpoint_every=4,
+                        config={"note": "mlp"})
+        return t.parameters_sha256(), out, history
+
+
+@pytest.fixture
+def tmpfs(tmp_path):
+    """``tmpfs(size)`` mounts a tmpfs of ``size`` (as mount reads it: "64k") in tmp_path and returns its
+    folder, or skips the test where none can be mounted (it needs root); unmounted at the end."""
+    mounted = []
+
+    def mount(size):
+        folder = tmp_path / f"tmpfs-{size}-{len(mounted)}"
+        folder.mkdir()
+        command = shutil.which("mount")
+        if os.name != "posix" or command is None:
+            pytest.skip("mounting a tmpfs needs a POSIX system with mount")
+        try:
+            done = subprocess.run([command, "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(folder)],
+                                  capture_output=True, text=True, timeout=30)
+        except OSError as e:
+            pytest.skip(f"cannot run mount: {e}")
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a tmpfs here (needs root): {done.stderr.strip() or done.returncode}")
+        mounted.append(folder)
+        return folder
+
+    yield mount
+    for folder in mounted:
+        subprocess.run(["umount", str(folder)], check=True, timeout=30)

@@ -1,10 +1,14 @@
-"""Tiny models, datasets and fault injectors for the trainer's tests.
+"""Tiny models, datasets and fault injectors for the trainer's tests, and the helpers that run
+and read the training script.
 
 The model is a CNN on 8x8 inputs with 240 parameters, the dataset 40 random images
-of 3 classes: a step takes a millisecond, so tests can afford many runs. Everything
+of 3 classes: a step takes a millisecond, so tests can afford many runs. A small MLP
+fitting a smooth function shows the run API on a model that is not the CNN. Everything
 here is sent to workers by value (cloudpickle), so a worker never needs to import
 this module.
 """
+import hashlib
+import math
 import os
 import signal
 import subprocess
@@ -55,6 +59,42 @@ def train_sha(workers, dataset=None, steps=6, batch_size=5, **kwargs):
     with tiny_trainer(workers, **kwargs) as trainer:
         trainer.fit(dataset, epochs=100, batch_size=batch_size, max_steps=steps)
         return trainer.parameters_sha256(), getattr(trainer.backend, "restarts", 0)
+
+
+def sample_at(step, position, batch_size=5):
+    """The index of the sample at ``position`` in the batch of ``step`` (1-based), first epoch of tiny_dataset()."""
+    from parallel.data_order import epoch_order
+    return epoch_order(len(tiny_dataset()), 0, 0)[(step - 1) * batch_size + position]
+
+
+# ---- a model that is not the CNN: a small MLP fitting y = sin(x0) * x1 ----
+
+MLP_FIT = {"epochs": 3, "batch_size": 4, "max_steps": None}
+MLP_N = 18  # 5 steps per epoch, the last of 2 samples; 15 steps
+
+
+def mlp():
+    return nn.Sequential(nn.Linear(2, 6, activation="tanh", seed=0), nn.Linear(6, 1, seed=1))
+
+
+def squared_error(outputs, target):
+    return (outputs[0] - target) ** 2
+
+
+def predict(outputs):
+    return outputs[0].v
+
+
+def points(n, shift=0.0):
+    """(x, y) pairs of y = sin(x0) * x1, on a fixed grid."""
+    xs = [(math.sin(1.7 * k + shift), math.cos(0.9 * k + shift)) for k in range(n)]
+    return [([a, b], math.sin(a) * b) for a, b in xs]
+
+
+def mlp_trainer(workers):
+    from parallel import DataParallelTrainer
+    return DataParallelTrainer(mlp, squared_error, optimizer="adam", lr=0.02, lr_schedule="cosine",
+                               workers=workers, seed=3, predict_fn=predict, log=lambda line: None)
 
 
 # ---- fault injection: the test owns the counter file; normal workers write nothing ----
@@ -192,6 +232,43 @@ def wait_gone(pids, timeout):
     return alive(pids)
 
 
+def children(before=()):
+    """This process's children (recursively), but those in ``before`` and multiprocessing's own helpers."""
+    import psutil
+    out = []
+    for p in psutil.Process().children(recursive=True):
+        if p.pid in before:
+            continue
+        try:
+            command = " ".join(p.cmdline())
+        except psutil.Error:
+            continue
+        if "forkserver" not in command and "resource_tracker" not in command:
+            out.append(p.pid)
+    return out
+
+
+def descendants(pid):
+    import psutil
+    try:
+        return [p.pid for p in psutil.Process(pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        return []
+
+
+def leftovers(pid=None):
+    """The shared memory blocks of the run in process ``pid`` (this one by default) still in /dev/shm."""
+    return [f for f in os.listdir("/dev/shm") if f.startswith(f"minigrad-{pid or os.getpid()}-")]
+
+
+# ---- the training script ----
+
+def train_args(out, *extra):
+    """train_parallel.py for 30 steps of 4 samples in 2 workers, a checkpoint every 5 steps."""
+    return ["--workers", "2", "--batch-size", "4", "--max-steps", "30", "--checkpoint-every", "5",
+            "--out", str(out), "--quiet"] + list(extra)
+
+
 def run_script(name, *args, timeout=120, cwd=None):
     """Run ``scripts/<name>`` to completion; return the CompletedProcess (text)."""
     return subprocess.run([sys.executable, os.path.join(SCRIPTS, name)] + [str(a) for a in args],
@@ -201,6 +278,33 @@ def run_script(name, *args, timeout=120, cwd=None):
 def start_script(name, *args, cwd=None):
     return subprocess.Popen([sys.executable, os.path.join(SCRIPTS, name)] + [str(a) for a in args],
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, cwd=cwd or ROOT)
+
+
+def sha_line(stdout):
+    """The parameters' sha256 that the script printed."""
+    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
+
+
+def rows(path):
+    """The rows of a CSV log, without its header."""
+    with open(path) as f:
+        return f.read().splitlines()[1:]
+
+
+def wait_for_rows(proc, path, n, timeout=60):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if os.path.exists(path) and len(rows(path)) >= n:
+            return
+        if proc.poll() is not None:
+            raise AssertionError(f"the run ended early: {proc.communicate()}")
+        time.sleep(0.02)
+    raise AssertionError(f"{path}: fewer than {n} rows after {timeout}s")
+
+
+def file_digest(path):
+    with open(path, "rb") as f:
+        return hashlib.sha256(f.read()).hexdigest()
 
 
 cloudpickle.register_pickle_by_value(sys.modules[__name__])

@@ -1,17 +1,17 @@
-"""Bad input through the library: every argument of DataParallelTrainer, fit, train_steps, evaluate
-and resume is checked up front, with one error that names the argument and says expected vs got;
-never a deep traceback, a hang, a process left behind or a block left in /dev/shm."""
+"""Bad input through the library: every argument is checked up front, one error naming it, expected vs got, and
+nothing left behind (no traceback, hang, process or /dev/shm block); more workers than CPUs only warns."""
 import math
 import os
 
 import numpy as np
 import pytest
 
-from helpers_parallel import tiny_dataset, tiny_loss, tiny_model, tiny_model_fn, wait_gone
+from helpers_parallel import children, leftovers, tiny_dataset, tiny_loss, tiny_model, tiny_model_fn, wait_gone
 from minigrad.checkpoint import CheckpointError
 from minigrad.data import Dataset
 from minigrad.losses import mse_loss
 from parallel import DataParallelTrainer
+from parallel.process_pool import ProcessBackend
 from parallel.run.files import RunFolderError
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
@@ -52,6 +52,8 @@ CONSTRUCTOR = [
     ({"workers": -1}, "Expected workers to be an integer >= 0, got -1"),
     ({"workers": "2"}, "Expected workers to be an integer >= 0, got '2'"),
     ({"workers": 2.0}, "Expected workers to be an integer >= 0, got 2.0"),
+    ({"workers": 1.5}, "Expected workers to be an integer >= 0, got 1.5"),
+    ({"backend": "threads", "workers": 1}, r"Expected a backend in \['dask', 'process'\], got 'threads'"),
     ({"lr": math.nan}, "Expected lr to be a finite number >= 0, got nan"),
     ({"lr": -0.1}, "Expected lr to be a finite number >= 0, got -0.1"),
     ({"lr": "0.1"}, "Expected lr to be a finite number >= 0, got '0.1'"),
@@ -65,6 +67,7 @@ CONSTRUCTOR = [
      r"Expected predict_fn to be callable as predict_fn\(outputs\), got lambda\(a, b\)"),
     ({"augment_fn": lambda x: x}, r"Expected augment_fn to be callable as augment_fn\(input, rng\), got lambda\(x\)"),
     ({"seed": 1.5}, "Expected seed to be an integer, got 1.5"),
+    ({"seed": "0"}, "Expected seed to be an integer, got '0'"),
     ({"optimizer": "rmsprop"}, "Expected optimizer 'sgd', 'adam' or a function, got 'rmsprop'"),
     ({"momentum": -1}, "Expected momentum >= 0, got -1"),
     ({"lr_schedule": "linear"},
@@ -76,11 +79,19 @@ CONSTRUCTOR = [
 
 @pytest.mark.parametrize("kwargs,message", CONSTRUCTOR, ids=[str(sorted(k)) + m[:30] for k, m in CONSTRUCTOR])
 def test_bad_trainer_arguments_are_one_clear_error(kwargs, message):
-    before = _children()
+    before = children()
     with pytest.raises(ValueError, match=message) as info:
         trainer(**kwargs)
     assert "\n" not in str(info.value)
-    assert _new_children(before) == []
+    assert children(before) == []
+
+
+def test_more_workers_than_cpus_warns_but_runs():
+    from parallel import available_cpus
+    with pytest.warns(RuntimeWarning, match="CPUs"):
+        backend = ProcessBackend(available_cpus() + 1)
+    assert backend.workers == available_cpus() + 1
+    backend.close()
 
 
 def _fit(**kwargs):
@@ -173,7 +184,7 @@ CALLS = [
 @pytest.mark.parametrize("workers", [0, 2])
 @pytest.mark.parametrize("name,call,error,message", CALLS, ids=[c[0] for c in CALLS])
 def test_bad_calls_are_one_clear_error_and_leave_nothing(name, call, error, message, workers, tmp_path):
-    before = _children()
+    before = children()
     t = trainer(workers)
     try:
         with pytest.raises(error, match=message) as info:
@@ -181,8 +192,8 @@ def test_bad_calls_are_one_clear_error_and_leave_nothing(name, call, error, mess
         assert "Worker traceback" not in str(info.value) and "\n" not in str(info.value)
     finally:
         t.close()
-    assert wait_gone(_new_children(before), 5) == []
-    assert _leftovers() == []
+    assert wait_gone(children(before), 5) == []
+    assert leftovers() == []
 
 
 @pytest.mark.parametrize("workers", [0, 2])
@@ -230,32 +241,5 @@ def test_fit_after_close_starts_a_fresh_pool_and_continues():
     t.fit(tiny_dataset(), epochs=1, batch_size=5, max_steps=6)  # the same trainer, a new pool
     assert t.parameters_sha256() == expected
     t.close()
-    assert _leftovers() == []
-
-
-# ---- processes and blocks ----
-
-def _children():
-    import psutil
-    return {p.pid for p in psutil.Process().children(recursive=True)}
-
-
-def _new_children(before):
-    """Children started since ``before`` that are still running, but multiprocessing's own helpers."""
-    import psutil
-    out = []
-    for p in psutil.Process().children(recursive=True):
-        if p.pid in before:
-            continue
-        try:
-            command = " ".join(p.cmdline())
-        except psutil.Error:
-            continue
-        if "forkserver" not in command and "resource_tracker" not in command:
-            out.append(p.pid)
-    return out
-
-
-def _leftovers():
-    return [f for f in os.listdir("/dev/shm") if f.startswith(f"minigrad-{os.getpid()}-")]
+    assert leftovers() == []
 

@@ -1,16 +1,17 @@
-"""JSON checkpoints: round trips, the original flat format against a torch model, every kind of
-bad file (named in the error, model untouched), atomic writes under failure, and the digest."""
+"""JSON checkpoints: round trips, the original flat format, every kind of bad file, atomic writes (under failure,
+and as a reader polling a training run sees them), and the digest."""
 import errno
 import hashlib
+import importlib.util
 import json
 import math
 import os
 import random
 import re
-import shutil
 import subprocess
 import sys
 import tempfile
+import threading
 
 import pytest
 
@@ -492,26 +493,9 @@ def test_other_errors_keep_their_type(tmp_path, monkeypatch):
     assert not isinstance(e.value, WriteError)
 
 
-@pytest.fixture
-def tiny_tmpfs(tmp_path):
-    """A 64 KiB tmpfs (mounting needs root); always unmounted."""
-    folder = tmp_path / "tiny"
-    folder.mkdir()
-    mount = shutil.which("mount")
-    if os.name != "posix" or mount is None:
-        pytest.skip("mounting a tmpfs needs a POSIX system with mount")
-    done = subprocess.run([mount, "-t", "tmpfs", "-o", "size=64k", "tmpfs", str(folder)],
-                          capture_output=True, text=True)
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.strip() or done.returncode}")
-    try:
-        yield folder
-    finally:
-        subprocess.run(["umount", str(folder)], check=True)
-
-
-def test_a_full_tmpfs_keeps_the_previous_checkpoint(tiny_tmpfs):
-    path = tiny_tmpfs / "model.json"
+def test_a_full_tmpfs_keeps_the_previous_checkpoint(tmpfs):
+    folder = tmpfs("64k")
+    path = folder / "model.json"
     save(path, small_model(), step=1)
     old = path.read_bytes()
     with pytest.raises(WriteError) as e:
@@ -519,9 +503,39 @@ def test_a_full_tmpfs_keeps_the_previous_checkpoint(tiny_tmpfs):
     assert e.value.errno == errno.ENOSPC
     assert str(e.value).startswith(f"{path}: cannot write (")
     assert str(e.value).endswith("No space left on device (ENOSPC); the previous file is unchanged")
-    assert path.read_bytes() == old and listing(tiny_tmpfs) == ["model.json"]
+    assert path.read_bytes() == old and listing(folder) == ["model.json"]
     save(path, small_model(seed=3), step=3)  # the space the failed write took is free again
     assert read(path)["step"] == 3
+
+
+def test_checkpoint_file_is_always_whole(tmp_path):
+    """A reader polling model.json during a run that saves every step never sees a partial file."""
+    from helpers_parallel import run_script, train_args
+    path = tmp_path / "model.json"
+    reads, problems, stop = [], [], threading.Event()
+
+    def poll():
+        while not stop.is_set():
+            try:
+                with open(path) as f:
+                    reads.append(json.load(f)["step"])
+            except FileNotFoundError:
+                pass
+            except ValueError as e:
+                problems.append(e)
+    reader = threading.Thread(target=poll)
+    reader.start()
+    try:
+        done = run_script("train_parallel.py", *train_args(tmp_path, "--checkpoint-every", "1",
+                                                           "--max-steps", "20"))
+    finally:
+        stop.set()
+        reader.join()
+    assert done.returncode == 0, done.stderr
+    assert problems == [] and len(set(reads)) > 5
+    pictures = (["training.png", "timeline.png", "filters.png", "mistakes.png", "confusion.png"]
+                if importlib.util.find_spec("matplotlib") else [])
+    assert sorted(os.listdir(tmp_path)) == sorted(["model.json", "train_stats.csv", "test_stats.csv"] + pictures)
 
 
 def test_atomic_write_text_replaces_and_keeps_permissions(tmp_path):

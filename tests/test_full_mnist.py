@@ -7,17 +7,13 @@ import os
 
 import pytest
 
-from helpers_parallel import ROOT, run_script
+from helpers_parallel import ROOT, run_script, sha_line
 from minigrad import checkpoint
 
 MNIST = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 pytestmark = pytest.mark.skipif(not glob.glob(os.path.join(MNIST, "train-*")),
                                 reason=f"no full MNIST training files in {MNIST}")
 ORIGINAL = ["--recipe", "original", "--data-dir", MNIST, "--workers", "2", "--quiet"]
-
-
-def sha_line(stdout):
-    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
 
 
 def run_ok(*args):

@@ -1,19 +1,16 @@
-"""The three scripts end to end: train_parallel.py's run folder, evaluate.py, bench_parallel.py."""
+"""The three scripts end to end: train_parallel.py's run folder, its bad arguments and bad input files
+(one line, exit code 2, nothing changed), evaluate.py, bench_parallel.py."""
 import json
 import os
 
 import pytest
 
-from helpers_parallel import ROOT, run_script
+from helpers_parallel import ROOT, file_digest, run_script, sha_line, tiny_model
 from minigrad import checkpoint, nn
 
 OFFICIAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "mnist")
 ORIGINAL = os.path.join(os.path.dirname(ROOT), "shared", "data", "original-minigrad", "model.json")
 TRAIN = ["--workers", "2", "--batch-size", "4", "--max-steps", "12", "--checkpoint-every", "5", "--quiet"]
-
-
-def sha_line(stdout):
-    return [line.split()[-1] for line in stdout.splitlines() if line.startswith("parameters sha256")][0]
 
 
 @pytest.fixture(scope="module")
@@ -93,6 +90,71 @@ def test_bad_arguments_are_argparse_errors(args, message):
     done = run_script("train_parallel.py", *args)
     assert done.returncode == 2
     assert message in done.stderr and "usage:" in done.stderr and "Traceback" not in done.stderr
+
+
+def bad_inputs(good_checkpoint, tmp):
+    """(name, extra arguments, text the error line must contain) for each kind of bad input."""
+    text = open(good_checkpoint).read()
+    ckpt = json.loads(text)
+    (tmp / "truncated.json").write_text(text[: len(text) // 2])
+    (tmp / "notjson.json").write_text("this is not a checkpoint\n")
+    short = json.loads(text)
+    short["parameters"]["hidden.bias"] = short["parameters"]["hidden.bias"][:-1]
+    (tmp / "shape.json").write_text(json.dumps(short))
+    other = dict(ckpt, model=tiny_model().config(), parameters=tiny_model().state_dict())
+    (tmp / "other.json").write_text(json.dumps(other))
+    edited = json.loads(text)
+    edited["config"]["epochs"] = -1
+    (tmp / "edited.json").write_text(json.dumps(edited))
+    reordered = json.loads(text)
+    reordered["trainer"]["data_order"]["order"][0] = reordered["trainer"]["data_order"]["order"][1]
+    (tmp / "reordered.json").write_text(json.dumps(reordered))
+    model_only = {k: ckpt[k] for k in ("format", "version", "model", "parameters")}
+    (tmp / "model_only.json").write_text(json.dumps(model_only))
+    idx = tmp / "idx"
+    idx.mkdir()
+    for name in ("train-images-idx3-ubyte", "train-labels-idx1-ubyte", "t10k-images-idx3-ubyte",
+                 "t10k-labels-idx1-ubyte"):
+        (idx / name).write_bytes(b"\x00\x00\x08\x03garbage")
+    (tmp / "a_file").write_text("")
+    (tmp / "copy").mkdir()
+    (tmp / "copy" / "model.json").write_text(text)
+    return [
+        ("truncated checkpoint", ["--resume", tmp / "truncated.json"], "truncated.json: not valid JSON"),
+        ("not JSON", ["--resume", tmp / "notjson.json"], "notjson.json: not valid JSON"),
+        ("wrong shape", ["--resume", tmp / "shape.json"], "hidden.bias"),
+        ("other architecture", ["--resume", tmp / "other.json"], "different architecture"),
+        ("model-only checkpoint", ["--resume", tmp / "model_only.json"], "expected a training checkpoint"),
+        ("edited config", ["--resume", tmp / "edited.json"], "config epochs = -1 is not a valid --epochs"),
+        ("broken data order", ["--resume", tmp / "reordered.json"], "data order to be a permutation"),
+        ("missing checkpoint", ["--resume", tmp / "missing.json"], "missing.json: no such file"),
+        ("corrupt IDX", ["--data", "mnist", "--data-dir", idx, "--out", tmp / "o1"], "train-images-idx3-ubyte"),
+        ("missing data dir", ["--data", "mnist", "--data-dir", tmp / "nowhere", "--out", tmp / "o2"],
+         "file not found"),
+        ("unwritable out", ["--out", tmp / "a_file" / "run"], "cannot write the run folder"),
+        ("existing run", ["--out", os.path.dirname(good_checkpoint)], "already exists"),
+        ("resume over another run",
+         ["--resume", tmp / "copy" / "model.json", "--out", os.path.dirname(good_checkpoint)], "already exists"),
+        ("changed config on resume", ["--resume", good_checkpoint, "--lr", "0.5"], "differs from the checkpoint"),
+        ("momentum with Adam", ["--momentum", "0.5", "--out", tmp / "o3"], "Adam has no momentum"),
+    ]
+
+
+def test_bad_input_is_one_line_exit_2_and_changes_nothing(straight_run, tmp_path):
+    _, run = straight_run
+    good = os.path.join(run, "model.json")
+    before = {name: file_digest(os.path.join(run, name)) for name in sorted(os.listdir(run))}
+    failures = []
+    for name, args, expected in bad_inputs(good, tmp_path):
+        done = run_script("train_parallel.py", *args, "--quiet", timeout=60)
+        lines = done.stderr.strip().splitlines()
+        if not (done.returncode == 2 and len(lines) == 1 and lines[0].startswith("error:")
+                and expected in lines[0]):
+            failures.append((name, done.returncode, done.stderr[-500:]))
+    assert failures == []
+    assert {name: file_digest(os.path.join(run, name)) for name in sorted(os.listdir(run))} == before
+    # the refused resumes would have continued in tmp_path: no logs were started there
+    assert not os.path.exists(tmp_path / "train_stats.csv") and not os.path.exists(tmp_path / "model.json")
 
 
 def evaluate_json(*args):

@@ -6,18 +6,14 @@ import time
 
 import pytest
 
-from helpers_parallel import SLEEP_SECONDS, FaultyDataset, alive, tiny_dataset, tiny_trainer, train_sha, wait_gone
+from helpers_parallel import (SLEEP_SECONDS, FaultyDataset, alive, children, sample_at, tiny_dataset, tiny_trainer,
+                              train_sha, wait_gone)
 from parallel import SampleTimeoutError
-from parallel.data_order import epoch_order
 from parallel.process_pool import ProcessBackend
 
 pytestmark = pytest.mark.filterwarnings("ignore:.*workers on .* CPUs:RuntimeWarning")
 
 STEPS, BATCH, TIMEOUT = 6, 5, 1.0
-
-
-def sample_at(step, position):
-    return epoch_order(len(tiny_dataset()), 0, 0)[(step - 1) * BATCH + position]
 
 
 def run(data, times=STEPS, **options):
@@ -53,14 +49,8 @@ def test_a_sample_that_hangs_every_worker_stops_the_run_naming_it(tmp_path):
     assert info.value.index == sample_at(2, 3)
     assert time.monotonic() - start < 3 * TIMEOUT + 15
     time.sleep(0.5)
-    leftovers = [p for p in alive_children() if p]
+    leftovers = [p for p in alive(children()) if p]
     assert leftovers == []
-
-
-def alive_children():
-    import psutil
-    return alive([c.pid for c in psutil.Process().children(recursive=True)
-                  if "forkserver" not in " ".join(c.cmdline()) and "resource_tracker" not in " ".join(c.cmdline())])
 
 
 def test_evaluation_is_watched_too(tmp_path):
