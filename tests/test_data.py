@@ -148,8 +148,8 @@ def test_corrupt_idx_raises_data_error(tmp_path, name, content, reader, problem)
 
 @pytest.mark.parametrize("content", [
     b"this is not gzip data",
-    gzip.compress(idx_bytes(0x801, [100], bytes(100)))[:30],  # cut mid-stream
-])
+    gzip.compress(idx_bytes(0x801, [100], bytes(100)), mtime=0)[:30],  # cut mid-stream
+], ids=["not gzip", "cut mid-stream"])
 def test_corrupt_gzip_raises_data_error(tmp_path, content):
     path = str(tmp_path / "t10k-labels-idx1-ubyte.gz")
     with open(path, "wb") as f:

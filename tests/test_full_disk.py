@@ -42,7 +42,8 @@ def assert_whole_and_alone(out, step):
     assert ckpt["step"] == step
     assert [f for f in os.listdir(out) if f.startswith(".")] == []
     for name in ("train_stats.csv", "test_stats.csv"):
-        lines = open(os.path.join(out, name)).read().split("\n")
+        with open(os.path.join(out, name)) as f:
+            lines = f.read().split("\n")
         assert lines[-1] == "" and len({len(x.split(",")) for x in lines[:-1]}) == 1
 
 
