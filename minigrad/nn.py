@@ -141,9 +141,9 @@ class Module(ABC):
         """A public subclass with a ``from_config`` is a layer type that ``module_from_config`` builds;
         a class of another module never takes the name of one of this module's layers."""
         super().__init_subclass__(**kwargs)
-        known = LAYER_TYPES.get(cls.__name__)
         if cls.__name__.startswith("_") or cls.from_config.__func__ is Module.from_config.__func__:
             return
+        known = LAYER_TYPES.get(cls.__name__)
         if known is None or known.__module__ != __name__ or cls.__module__ == __name__:
             LAYER_TYPES[cls.__name__] = cls
 
