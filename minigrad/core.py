@@ -26,6 +26,8 @@ import math
 import numbers
 from abc import ABC, abstractmethod
 
+from .portable_math import exp as _exp, log as _log, power as _power, sigmoid as _sigmoid, tanh as _tanh
+
 _grad_enabled = True
 
 
@@ -431,12 +433,9 @@ def _is_odd_integer(p):
 
 def _pow(a, p):
     try:
-        r = a ** p
+        return _power(a, p)
     except ZeroDivisionError:  # 0 ** negative
         return -math.inf if math.copysign(1.0, a) < 0 and _is_odd_integer(p) else math.inf
-    except OverflowError:
-        return -math.inf if a < 0 and _is_odd_integer(p) else math.inf
-    return math.nan if type(r) is complex else r
 
 
 class PowConstBackward(UnaryBackward):
@@ -456,7 +455,7 @@ class PowConstBackward(UnaryBackward):
 def _log_base_for_exponent(a, p):
     """log(a) for d(a**p)/dp, where it exists; 0 where torch defines the gradient as 0."""
     if a > 0.0:
-        return math.log(a)
+        return _log(a)
     if a == 0.0 and p >= 0.0:
         return None
     raise ValueError(
@@ -533,7 +532,7 @@ class ReLUBackward(UnaryBackward):
 
 @_value_method()
 def tanh(self):
-    t = math.tanh(self.v)
+    t = _tanh(self.v)
     if self.grad is None:
         return _untracked(t)
     return Value(t, TanhBackward(self, t) if _grad_enabled else None)
@@ -561,13 +560,6 @@ def sigmoid(self):
     return Value(s, SigmoidBackward(self, s) if _grad_enabled else None)
 
 
-def _sigmoid(x):
-    if x >= 0.0:
-        return 1.0 / (1.0 + math.exp(-x))
-    e = math.exp(x)
-    return e / (1.0 + e)
-
-
 class SigmoidBackward(UnaryBackward):
     """saved: the output sigmoid(a)."""
 
@@ -590,13 +582,6 @@ def exp(self):
     return Value(e, ExpBackward(self, e) if _grad_enabled else None)
 
 
-def _exp(x):
-    try:
-        return math.exp(x)
-    except OverflowError:
-        return math.inf
-
-
 class ExpBackward(UnaryBackward):
     """saved: the output exp(a)."""
 
@@ -614,14 +599,6 @@ def log(self):
     if self.grad is None:
         return _untracked(_log(self.v))
     return Value(_log(self.v), LogBackward(self) if _grad_enabled else None)
-
-
-def _log(x):
-    if x > 0.0:
-        return math.log(x)
-    if x == 0.0:
-        return -math.inf
-    return math.nan
 
 
 class LogBackward(UnaryBackward):

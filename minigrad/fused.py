@@ -16,11 +16,11 @@ in ``tests/test_core.py``, ``test_fused_and_op_by_op_agree`` in ``tests/test_nn.
 ``set_fused(False)``) and ``test_weighted_sum_matches_the_op_by_op_graph_it_replaces`` in
 ``tests/test_higher_order.py`` (up to third derivatives).
 """
-import math
 from itertools import repeat
 from operator import itemgetter, mul
 
-from .core import GradFunction, Value, _sigmoid, is_grad_enabled
+from .core import GradFunction, Value, is_grad_enabled
+from .portable_math import fold_sum, sigmoid, tanh
 
 
 def _relu_float(s):
@@ -29,9 +29,9 @@ def _relu_float(s):
 
 # name: (the activation on a float, the output gradients times its derivative, from the outputs ys)
 _FUSED_ACTIVATIONS = {
-    "tanh": (math.tanh, lambda gs, ys: [g * (1.0 - y * y) for g, y in zip(gs, ys)]),
+    "tanh": (tanh, lambda gs, ys: [g * (1.0 - y * y) for g, y in zip(gs, ys)]),
     "relu": (_relu_float, lambda gs, ys: [g if y > 0.0 else 0.0 for g, y in zip(gs, ys)]),
-    "sigmoid": (_sigmoid, lambda gs, ys: [g * y * (1.0 - y) for g, y in zip(gs, ys)]),
+    "sigmoid": (sigmoid, lambda gs, ys: [g * y * (1.0 - y) for g, y in zip(gs, ys)]),
 }
 
 
@@ -60,9 +60,10 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     bias_values = [b.v for b in biases]
     act = None if activation is None else _FUSED_ACTIVATIONS[activation][0]
     if not is_grad_enabled():
+        rows = zip(weight_values, bias_values)
         if act is None:
-            return [[Value(sum(map(mul, wv, win), b)) for win in windows] for wv, b in zip(weight_values, bias_values)]
-        return [[Value(act(sum(map(mul, wv, win), b))) for win in windows] for wv, b in zip(weight_values, bias_values)]
+            return [[Value(fold_sum(map(mul, wv, win), b)) for win in windows] for wv, b in rows]
+        return [[Value(act(fold_sum(map(mul, wv, win), b))) for win in windows] for wv, b in rows]
     if window_values is not None and sources is None:
         sources = [x for xs in window_values for x in xs]
     sources = list(sources or ())
@@ -79,11 +80,11 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
     hub = (Value(0.0, layer),)
     outs, first = [], 0
     for wv, b in zip(weight_values, bias_values):
-        # sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
+        # fold_sum(..., b) adds in the order b + w0*x0 + w1*x1 + ..., as the op-by-op graph does
         if act is None:
-            ys = [sum(map(mul, wv, win), b) for win in windows]
+            ys = [fold_sum(map(mul, wv, win), b) for win in windows]
         else:
-            ys = [act(sum(map(mul, wv, win), b)) for win in windows]
+            ys = [act(fold_sum(map(mul, wv, win), b)) for win in windows]
         outs.append([Value(y, WeightedSumBackward(hub, i)) for i, y in enumerate(ys, first)])
         layer.outputs += ys
         first += len(ys)
@@ -91,7 +92,7 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
 
 
 class WeightedSumBackward(GradFunction):
-    """One output of ``weighted_sums``: ``activation(b + sum(w_k * x_k))``.
+    """One output of ``weighted_sums``: ``activation(b + fold_sum(w_k * x_k))``.
 
     Its gradient is ``d * x_k`` to ``w_k``, ``d * w_k`` to ``x_k`` and ``d`` to ``b``, with
     ``d`` the activation's derivative times the output's gradient; on the float path the
@@ -182,12 +183,12 @@ class LayerBackward(GradFunction):
         for o, (weights, bias) in enumerate(zip(self.weights, self.biases)):
             g = grads[o * n_windows:(o + 1) * n_windows]
             if bias.grad is not None:
-                bias.grad += sum(g)
+                bias.grad += fold_sum(g)
             if n_windows == 1:
                 dw = map(mul, self.windows[0], repeat(g[0]))
             elif 2 * n_windows >= len(weights):  # long columns: one dot product per weight
                 columns = columns or list(zip(*self.windows))
-                dw = map(sum, map(map, repeat(mul), repeat(g), columns))
+                dw = map(fold_sum, map(map, repeat(mul), repeat(g), columns))
             else:
                 dw = _combine(self.windows, g)
             for w, d in zip(weights, dw):
@@ -207,17 +208,17 @@ class LayerBackward(GradFunction):
             if 2 * len(self.weight_values) >= len(self.weight_values[0]):  # long columns: dot products
                 weight_columns = list(zip(*self.weight_values))
                 for p in range(n_windows):
-                    window_grads += map(sum, map(map, repeat(mul), repeat(grads[p::n_windows]), weight_columns))
+                    window_grads += map(fold_sum, map(map, repeat(mul), repeat(grads[p::n_windows]), weight_columns))
             else:
                 for p in range(n_windows):
                     window_grads += _combine(self.weight_values, grads[p::n_windows])
             for x, gather in zip(self.sources, self.gathers):
                 if gather is not None:
-                    x.grad += sum(gather(window_grads))
+                    x.grad += fold_sum(gather(window_grads))
         elif n_windows == 1:  # a Linear layer: each input's gradient is one column of the weights
             for x, column in zip(self.window_values[0], zip(*self.weight_values)):
                 if x.grad is not None:
-                    x.grad += sum(map(mul, column, grads))
+                    x.grad += fold_sum(map(mul, column, grads))
         else:
             for p, xs in enumerate(self.window_values):
                 for x, d in zip(xs, _combine(self.weight_values, grads[p::n_windows])):

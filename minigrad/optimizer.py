@@ -20,6 +20,7 @@ from abc import ABC, abstractmethod
 
 from .checks import int_at_least, is_finite_real
 from .core import Value
+from .portable_math import power
 from .schedule import lr_at  # noqa: F401  (re-exported: schedules go with optimizers)
 
 
@@ -190,8 +191,8 @@ class Adam(Optimizer):
         v = [b * beta2 + c * g * g for b, g in zip(v, grads)]
         self.exp_avg, self.exp_avg_sq = m, v
         t = self.step_count
-        neg_step_size = -(self.lr / (1 - beta1 ** t))
-        bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
+        neg_step_size = -(self.lr / (1 - power(beta1, t)))
+        bias_correction2_sqrt = math.sqrt(1 - power(beta2, t))
         eps, sqrt = self.eps, math.sqrt
         for p, a, b in zip(params, m, v):
             p.v = p.v + neg_step_size * a / (sqrt(b) / bias_correction2_sqrt + eps)

@@ -14,6 +14,7 @@ the step alone, the schedule needs no state of its own to resume from a checkpoi
 import math
 
 from .checks import int_at_least
+from .portable_math import cos, power
 
 
 def constant(base_lr, step, total_steps=None):
@@ -22,11 +23,11 @@ def constant(base_lr, step, total_steps=None):
 
 def cosine(base_lr, step, total_steps, eta_min=0.0):
     # the same expression, in the same order, as CosineAnnealingLR._get_closed_form_lr
-    return eta_min + (base_lr - eta_min) * (1 + math.cos(math.pi * step / total_steps)) / 2
+    return eta_min + (base_lr - eta_min) * (1 + cos(math.pi * step / total_steps)) / 2
 
 
 def step_decay(base_lr, step, total_steps=None, step_size=None, gamma=0.1):
-    return base_lr * gamma ** (step // step_size)
+    return base_lr * power(gamma, step // step_size)
 
 
 SCHEDULES = {"constant": constant, "cosine": cosine, "step": step_decay}

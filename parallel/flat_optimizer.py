@@ -15,12 +15,14 @@ element exactly as the Python float operation does)::
 ``model.parameters()`` order, which ``order`` maps to), so checkpoints keep their format, and
 ``load_state_dict`` (or ``flat_optimizer_from_state``) resumes from either kind.
 """
+import math
 from abc import ABC, abstractmethod
 
 import numpy as np
 
 from minigrad.core import Value
 from minigrad.optimizer import SGD, Adam, _check_real
+from minigrad.portable_math import power
 
 from .replica import tensor_order_parameters
 
@@ -166,8 +168,8 @@ class FlatAdam(FlatOptimizer):
         v *= beta2
         v += (1 - beta2) * grad * grad
         t = self.step_count
-        neg_step_size = -(self.lr / (1 - beta1 ** t))
-        bias_correction2_sqrt = (1 - beta2 ** t) ** 0.5
+        neg_step_size = -(self.lr / (1 - power(beta1, t)))
+        bias_correction2_sqrt = math.sqrt(1 - power(beta2, t))
         denominator = np.sqrt(v)
         denominator /= bias_correction2_sqrt
         denominator += self.eps

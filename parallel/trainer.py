@@ -15,6 +15,7 @@ import numpy as np
 
 from minigrad import checkpoint as checkpoint_module
 from minigrad.checks import int_at_least, positive_int
+from minigrad.portable_math import fold_sum
 from minigrad.schedule import SCHEDULES, lr_at
 
 from . import arguments
@@ -67,7 +68,7 @@ class Evaluation:
 
     def __init__(self, losses, predictions, labels, seconds):
         self.n = len(losses)
-        self.loss = sum(losses) / self.n
+        self.loss = fold_sum(losses) / self.n
         self.predictions, self.labels, self.seconds = predictions, labels, seconds
         self.accuracy = sum(p == y for p, y in zip(predictions, labels)) / self.n
         self.confusion = _confusion(predictions, labels)
@@ -463,7 +464,16 @@ def _raise_non_finite(results, grads, step):
 
 def sum_rows(rows):
     """The rows of a 2-D array added one after another, from 0.0: ``total = 0; total += row`` for
-    each row in order, in one numpy call."""
+    each row in order, in one numpy call.
+
+    numpy adds along an axis that is not the array's innermost one element by element, row after
+    row; along the innermost it sums pairwise, so a single column (a model of one parameter) is
+    added up in a loop."""
+    if rows.shape[1] == 1:
+        total = np.zeros(1)
+        for row in rows:
+            total += row
+        return total
     return np.add.reduce(rows, axis=0, initial=0.0)
 
 

@@ -17,6 +17,7 @@ pixel has after ``minigrad.data.preprocess``.
 import math
 
 from ..checks import int_at_least
+from ..portable_math import cos, sin
 from .mnist import MNIST_MEAN, MNIST_STD
 
 BACKGROUND = (0.0 - MNIST_MEAN) / MNIST_STD
@@ -78,10 +79,11 @@ def rotation(x, degrees, dx=0.0, dy=0.0):
     """``x`` turned ``degrees`` counter-clockwise about its centre, then moved ``dx``, ``dy``."""
     rows, cols = len(x[0]), len(x[0][0])
     cy, cx = (rows - 1) / 2, (cols - 1) / 2
-    cos, sin = math.cos(math.radians(degrees)), math.sin(math.radians(degrees))
+    turn = math.radians(degrees)
+    cos_t, sin_t = cos(turn), sin(turn)
     # the inverse map: undo the move, then the turn
     vs, us = [r - dy - cy for r in range(rows)], [c - dx - cx for c in range(cols)]
-    return warp(x, [(cy + cos * v + sin * u, cx - sin * v + cos * u) for v in vs for u in us])
+    return warp(x, [(cy + cos_t * v + sin_t * u, cx - sin_t * v + cos_t * u) for v in vs for u in us])
 
 
 def rotate(x, rng, degrees=10.0):

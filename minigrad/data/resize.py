@@ -11,13 +11,17 @@ normalised to sum to 1, so a constant image stays constant, including at
 the borders where the tent is cut off.
 
 The filter is separable, so a resize is two matrix products,
-``Wh @ x @ Ww.T``, with one small weight matrix per (in, out) size pair.
+``Wh @ x @ Ww.T``, with one small weight matrix per (in, out) size pair. They are
+computed as folds over the input pixels, in order, one elementwise multiply and add
+per pixel: a BLAS product's last bits depend on the CPU's kernel, these do not.
 """
 
 import functools
 import numbers
 
 import numpy as np
+
+from ..portable_math import fold_sum
 
 
 def resize_bilinear_aa(array, size):
@@ -33,7 +37,17 @@ def resize_bilinear_aa(array, size):
         raise ValueError(f"expected an array shaped (..., rows, columns), got shape {x.shape}")
     w_rows = bilinear_aa_weights(x.shape[-2], out_rows)
     w_cols = bilinear_aa_weights(x.shape[-1], out_cols)
-    return w_rows @ x @ w_cols.T
+    by_rows = _fold(w_rows[:, :, None], x[..., None, :, :], axis=-2)     # Wh @ x
+    return _fold(w_cols, by_rows[..., None, :], axis=-1)                 # (Wh @ x) @ Ww.T
+
+
+def _fold(weights, x, axis):
+    """``sum(weights * x, axis)`` (broadcast), the terms added in order along ``axis``, from 0.0."""
+    weights, x = np.moveaxis(weights, axis, 0), np.moveaxis(x, axis, 0)
+    total = np.zeros(np.broadcast_shapes(weights.shape[1:], x.shape[1:]))
+    for w, column in zip(weights, x):
+        total += w * column
+    return total
 
 
 @functools.cache
@@ -52,7 +66,7 @@ def bilinear_aa_weights(in_size, out_size):
         lo = max(int(center - support + 0.5), 0)
         hi = min(int(center + support + 0.5), in_size)
         row = [max(0.0, 1.0 - abs((j - center + 0.5) * inv_scale)) for j in range(lo, hi)]
-        weights[i, lo:hi] = np.array(row) / sum(row)
+        weights[i, lo:hi] = np.array(row) / fold_sum(row)
     weights.flags.writeable = False
     return weights
 
