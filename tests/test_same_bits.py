@@ -175,3 +175,14 @@ def test_fold_sum_adds_left_to_right_where_the_builtin_compensates():
     assert pm.fold_sum([]) == 0.0
     compensates = sum([1.0, 1e100, 1.0, -1e100]) != 0.0
     assert (pm.fold_sum is not sum) == compensates
+
+
+# the main job's first 30 steps: python scripts/train_parallel.py --workers 2 --max-steps 30
+MAIN_JOB_30_STEPS = "85134195f16a8a8a9205c142d6d321d1ba3c1b1c672dc3e370207f688b349c27"
+
+
+def test_the_main_job_begins_with_the_pinned_bits(tmp_path):
+    from helpers_parallel import run_script, sha_line
+    done = run_script("train_parallel.py", "--workers", "2", "--max-steps", "30", "--quiet", "--out", tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert sha_line(done.stdout) == MAIN_JOB_30_STEPS
