@@ -41,10 +41,10 @@ import time
 import traceback
 import uuid
 
-import cloudpickle
 
 import minigrad
 
+from . import pickling
 from .backend import Backend, SampleCrashes, SampleTimeout
 from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
 from .replica import Replica, SampleResult
@@ -88,7 +88,7 @@ class ReplicaActor:
                                    f"the trainer minigrad {version}: install the same version on every host")
         self.token = token
         self.plugins = get_worker().plugins
-        self.replica = Replica(cloudpickle.loads(self.plugins[f"minigrad-{token}"].blob))
+        self.replica = Replica(pickling.loads(self.plugins[f"minigrad-{token}"].blob))
 
     async def compute(self, mode, params, key, indices, worker, epoch):
         """The results of ``indices`` as plain tuples, in order.
@@ -101,7 +101,7 @@ class ReplicaActor:
         try:
             if key not in replica.datasets:
                 blob = self.plugins[f"minigrad-{self.token}-data-{key}"].blob
-                replica.add_dataset(key, cloudpickle.loads(blob))
+                replica.add_dataset(key, pickling.loads(blob))
             replica.set_parameters(params)
             return [replica.compute(mode, key, i, worker=worker, epoch=epoch).as_tuple() for i in indices]
         except Exception as e:
@@ -196,10 +196,10 @@ class DaskBackend(Backend):
                 self.client = Client(self.scheduler, timeout=CONNECT_SECONDS, security=self.security)
             except (OSError, ValueError) as e:  # refused, unreachable, timed out, TLS refused
                 raise ConnectionError(f"cannot reach the Dask scheduler at {self.scheduler}: {e}") from None
-        self._register(f"minigrad-{self.token}", cloudpickle.dumps(payload))
+        self._register(f"minigrad-{self.token}", pickling.dumps(payload))
 
     def add_dataset(self, key, dataset):
-        self._register(f"minigrad-{self.token}-data-{key}", cloudpickle.dumps(dataset))
+        self._register(f"minigrad-{self.token}-data-{key}", pickling.dumps(dataset, "the dataset"))
 
     def _register(self, name, blob):
         self.client.register_plugin(_make_plugin(name, blob), name=name)

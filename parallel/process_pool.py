@@ -55,11 +55,10 @@ import time
 import warnings
 from multiprocessing.reduction import ForkingPickler
 
-import cloudpickle
 
 from minigrad.checks import positive_int
 
-from . import board
+from . import board, pickling
 from .backend import Backend, Results, SampleCrashes, SampleTimeout
 from .errors import LossTypeError, SampleCrashError, SampleTimeoutError, WorkerError
 from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
@@ -169,7 +168,7 @@ class ProcessBackend(Backend):
     # ---- lifecycle ----
 
     def start(self, payload):
-        self._payload = cloudpickle.dumps(payload)
+        self._payload = pickling.dumps(payload)
         self._datasets = {}
         self._start_all()
 
@@ -213,7 +212,7 @@ class ProcessBackend(Backend):
         """Send ``dataset`` to every worker once; a ``minigrad.data.Dataset`` goes into shared memory."""
         from minigrad.data import Dataset
         shared = SharedDataset.of(dataset) if type(dataset) is Dataset else None
-        blob = cloudpickle.dumps(shared if shared is not None else dataset)
+        blob = pickling.dumps(shared if shared is not None else dataset, "the dataset")
         self._forget_dataset(key)
         number = 1 + max((n for n, _, _ in self._datasets.values()), default=-1)
         self._datasets[key] = (number, blob, shared)

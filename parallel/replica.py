@@ -28,7 +28,7 @@ class Payload:
     largest output). ``augment_fn(input, rng)`` returns a training input's augmented copy,
     drawing only from ``rng`` (``sample_rng(seed, epoch, index)``), so an augmented sample
     is the same wherever and whenever it is computed. All travel through cloudpickle, so
-    lambdas and closures work.
+    lambdas and closures work (where cloudpickle cannot send code, ``parallel.pickling`` says so).
     """
 
     __slots__ = ("model_fn", "loss_fn", "predict_fn", "augment_fn", "seed")

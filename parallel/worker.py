@@ -23,7 +23,7 @@ import sys
 import traceback
 from multiprocessing.reduction import ForkingPickler
 
-from . import board
+from . import board, pickling
 from .errors import LossTypeError
 from .protocol import AddDataset, Failed, LoadPayload, Prediction, Ready, StepDone, UseBlocks
 
@@ -88,14 +88,11 @@ class _Worker:
 
     def handle(self, msg):
         if isinstance(msg, LoadPayload):
-            import cloudpickle
-
             from .replica import Replica
-            self.replica = Replica(cloudpickle.loads(msg.blob))
+            self.replica = Replica(pickling.loads(msg.blob))
             self.conn.send(Ready(os.getpid()))
         elif isinstance(msg, AddDataset):
-            import cloudpickle
-            self.replica.add_dataset(msg.key, cloudpickle.loads(msg.blob))
+            self.replica.add_dataset(msg.key, pickling.loads(msg.blob))
             self.keys[msg.number] = msg.key
         elif isinstance(msg, UseBlocks):
             self.use_blocks(msg)

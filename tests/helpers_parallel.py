@@ -5,8 +5,10 @@ The model is a CNN on 8x8 inputs with 240 parameters, the dataset 40 random imag
 of 3 classes: a step takes a millisecond, so tests can afford many runs. A small MLP
 fitting a smooth function shows the run API on a model that is not the CNN. Everything
 here is sent to workers by value (cloudpickle), so a worker never needs to import
-this module.
+this module; where cloudpickle cannot send code (PyPy 3.11), the functions travel by
+reference and the workers, which share the tests' ``sys.path``, import it.
 """
+import functools
 import hashlib
 import math
 import os
@@ -34,7 +36,7 @@ def tiny_model(seed=0):
 
 
 def tiny_model_fn(seed=0):
-    return lambda: tiny_model(seed)
+    return functools.partial(tiny_model, seed)  # by reference: it travels with the standard pickle too
 
 
 def tiny_loss(outputs, label):
