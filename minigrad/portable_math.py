@@ -164,26 +164,22 @@ def _reduce_pio2(x):
     return n, y0, (r - y0) - w
 
 
+def _sin_quadrant(n, y0, y1):
+    """sin(n pi/2 + y0 + y1) for |y0 + y1| <= pi/4."""
+    n &= 3
+    s = _sin_kernel(y0, y1) if n in (0, 2) else _cos_kernel(y0, y1)
+    return s if n < 2 else -s
+
+
 def sin(x):
     """sin x, for |x| <= 2 ** 19 pi/2."""
-    n, y0, y1 = _reduce_pio2(x)
-    k = n & 3
-    if k == 0:
-        return _sin_kernel(y0, y1)
-    if k == 1:
-        return _cos_kernel(y0, y1)
-    return -_sin_kernel(y0, y1) if k == 2 else -_cos_kernel(y0, y1)
+    return _sin_quadrant(*_reduce_pio2(x))
 
 
 def cos(x):
-    """cos x, for |x| <= 2 ** 19 pi/2."""
+    """cos x = sin(x + pi/2), for |x| <= 2 ** 19 pi/2."""
     n, y0, y1 = _reduce_pio2(x)
-    k = n & 3
-    if k == 0:
-        return _cos_kernel(y0, y1)
-    if k == 1:
-        return -_sin_kernel(y0, y1)
-    return -_cos_kernel(y0, y1) if k == 2 else _sin_kernel(y0, y1)
+    return _sin_quadrant(n + 1, y0, y1)
 
 
 # ---- powers ----
