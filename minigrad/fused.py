@@ -92,7 +92,7 @@ def weighted_sums(weights, biases, windows, window_values=None, sources=None, le
 
 
 class WeightedSumBackward(GradFunction):
-    """One output of ``weighted_sums``: ``activation(b + fold_sum(w_k * x_k))``.
+    """One output of ``weighted_sums``: ``activation(b + sum(w_k * x_k))``.
 
     Its gradient is ``d * x_k`` to ``w_k``, ``d * w_k`` to ``x_k`` and ``d`` to ``b``, with
     ``d`` the activation's derivative times the output's gradient; on the float path the

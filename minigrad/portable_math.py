@@ -14,8 +14,8 @@ functions here compute ``exp``, ``log``, ``tanh``, ``sin``, ``cos`` and ``power`
 ``sqrt`` and the exact ``frexp``, ``ldexp``, ``abs`` and ``int``: IEEE 754 rounds each of those
 correctly, so they give the same bits everywhere. The methods and coefficients are fdlibm's (Sun's
 freely distributable libm: exp, log, the sin/cos kernels and their argument reduction) and Cephes'
-(tanh below 0.625). Each is within about one unit in the last place of the true value
-(``tests/test_portable_math.py`` measures it against the C library).
+(tanh below 0.625). Each is within one unit in the last place of glibc's, two for tanh and sigmoid
+(``tests/test_same_bits.py`` measures it).
 """
 import math
 from functools import reduce
@@ -72,19 +72,24 @@ _LG7 = 1.479819860511658591e-01
 _SQRT_HALF = 0.7071067811865476
 
 
-def log(x):
-    """The natural logarithm: x = 2 ** k (1 + f) with sqrt(2)/2 <= 1 + f < sqrt(2), log(1 + f) from
-    s = f / (2 + f) and a polynomial in s * s. -inf at 0, nan below."""
-    if not 0.0 < x < INF:
-        return -INF if x == 0.0 else x if x == INF else math.nan
+def _log_parts(x):
+    """(k, f, s, r) for a finite x > 0: x = 2 ** k (1 + f) with sqrt(2)/2 <= 1 + f < sqrt(2) (f exact),
+    s = f / (2 + f), and log(1 + f) = 2s + s * r."""
     m, k = _frexp(x)
     if m < _SQRT_HALF:
         m, k = m + m, k - 1
-    f = m - 1.0  # exact
+    f = m - 1.0
     s = f / (2.0 + f)
     z = s * s
     w = z * z
-    r = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+    return k, f, s, z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
+
+
+def log(x):
+    """The natural logarithm, from ``_log_parts``. -inf at 0, nan below."""
+    if not 0.0 < x < INF:
+        return -INF if x == 0.0 else x if x == INF else math.nan
+    k, f, s, r = _log_parts(x)
     hfsq = 0.5 * f * f
     return k * _LN2_HI - ((hfsq - (s * (hfsq + r) + k * _LN2_LO)) - f)
 
@@ -207,19 +212,12 @@ def _two_sum(a, b):
 
 
 def _log_double(x):
-    """log x for a finite x > 0 as an unevaluated sum hi + lo, to about 2 ** -62 relative."""
-    m, k = _frexp(x)
-    if m < _SQRT_HALF:
-        m, k = m + m, k - 1
-    f = m - 1.0  # exact; log(1 + f) = 2s + 2s^3/3 + ... = 2s + s * R, s = f / (2 + f)
+    """log x for a finite x > 0 as an unevaluated sum hi + lo, to about 2 ** -57 relative."""
+    k, f, s, r = _log_parts(x)
     d = 2.0 + f
     d_lo = f - (d - 2.0)  # d + d_lo = 2 + f exactly
-    s = f / d
     p, e = _two_product(s, d)
     s_lo = (((f - p) - e) - s * d_lo) / d  # s + s_lo = f / (2 + f) to twice the precision
-    z = s * s
-    w = z * z
-    r = z * (_LG1 + w * (_LG3 + w * (_LG5 + w * _LG7))) + w * (_LG2 + w * (_LG4 + w * _LG6))
     hi, lo = _two_sum(k * _LN2_HI, s + s)  # k * _LN2_HI is exact
     return _two_sum(hi, lo + (s_lo + s_lo + s * r + k * _LN2_LO))
 
